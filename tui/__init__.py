@@ -1,0 +1,1 @@
+"""shapdiff's Textual app. Thin: asks engine/ and draws; never imports torch at load."""
