@@ -180,6 +180,15 @@ def torch_dtype(dtype: str) -> "torch.dtype":
     return torch.bfloat16 if dtype == "bf16" else torch.float32
 
 
+def quiet_transformers() -> None:
+    """No download/loading progress bars or advisory warnings on our output."""
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
 def load_classifier(
     source: str,
     *,
@@ -208,6 +217,8 @@ def load_classifier(
             )
     import torch
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+
+    quiet_transformers()
 
     try:
         config = AutoConfig.from_pretrained(folder, trust_remote_code=trust_remote_code)
