@@ -147,6 +147,12 @@ def cmd_tui(args: argparse.Namespace) -> int:
     return run_app(_workspace(args), data_path=getattr(args, "data_path", None))
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from tui.serve import serve_command
+
+    return serve_command(args)
+
+
 # -- parser -----------------------------------------------------------------------------
 
 def _common(p: argparse.ArgumentParser, data: bool = False) -> None:
@@ -192,6 +198,17 @@ def build_parser() -> argparse.ArgumentParser:
     # -- explain + bench (engine/explain.py, engine/bench.py) --------------------------
     # -- compare (engine/compare.py) ----------------------------------------------------
     # -- export + serve (engine/export.py, tui/serve) ----------------------------------
+    from engine.export import add_export_parser
+
+    add_export_parser(sub, _common)
+    p = sub.add_parser("serve", help="serve the terminal app in a web browser (textual-serve)")
+    _common(p, data=True)
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument("--allow-remote", action="store_true",
+                   help="allow a --host other machines can reach (the app can run commands on this machine)")
+    p.add_argument("--public-url", help="the URL browsers use, when it differs from http://HOST:PORT")
+    p.set_defaults(func=cmd_serve)
     for register in _EXTRA_COMMANDS:
         register(sub)
     return parser
