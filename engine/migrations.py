@@ -119,3 +119,33 @@ def m001_initial(db: Database) -> None:
         CREATE INDEX predictions_review ON predictions(review_id);
         """
     )
+
+
+@migrations()
+def m002_faithfulness(db: Database) -> None:
+    """ERASER comprehensiveness/sufficiency per explanation (engine.faithfulness)."""
+    db.executescript(
+        """
+        CREATE TABLE faithfulness (
+            explanation_id INTEGER NOT NULL REFERENCES explanations(id) ON DELETE CASCADE,
+            faith_hash TEXT NOT NULL,      -- hash of the faithfulness settings
+            model_id TEXT NOT NULL REFERENCES models(id),
+            review_id TEXT NOT NULL REFERENCES reviews(id),
+            settings_hash TEXT NOT NULL,   -- the explanation's settings hash
+            settings TEXT NOT NULL,        -- JSON: metric, fractions, removal, target
+            comprehensiveness REAL NOT NULL,   -- AOPC over the fractions
+            sufficiency REAL NOT NULL,
+            by_fraction TEXT NOT NULL,     -- JSON list: fraction, k, comprehensiveness, sufficiency
+            p_full REAL NOT NULL,          -- probability of the predicted class, full input
+            pred INTEGER NOT NULL,
+            n_tokens INTEGER NOT NULL,     -- non-special tokens ranked
+            unmatched INTEGER NOT NULL,    -- tokens without a stored value (given 0)
+            device TEXT NOT NULL,
+            versions TEXT NOT NULL,
+            seconds REAL NOT NULL,
+            created_at TEXT NOT NULL,
+            PRIMARY KEY (explanation_id, faith_hash)
+        );
+        CREATE INDEX faithfulness_model ON faithfulness(model_id, settings_hash);
+        """
+    )
