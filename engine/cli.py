@@ -197,6 +197,9 @@ def build_parser() -> argparse.ArgumentParser:
     # -- zoo (engine/zoo.py) ------------------------------------------------------------
     # -- explain + bench (engine/explain.py, engine/bench.py) --------------------------
     # -- compare (engine/compare.py) ----------------------------------------------------
+    from engine.compare import add_compare_parser
+
+    add_compare_parser(sub, _common)
     # -- export + serve (engine/export.py, tui/serve) ----------------------------------
     from engine.export import add_export_parser
 
