@@ -624,8 +624,9 @@ def distribution(model: str, per_review: Sequence[Sequence[Feature]], edges: np.
 
 @dataclass(frozen=True)
 class TriageRow(_Dict):
-    """One review for the review browser. ``score`` = (1 - Spearman) + 2 if the predictions
-    differ: flips first, then the most disagreeing explanations (Spearman None counts as 0)."""
+    """One review for the review browser. ``score`` = (1 - Spearman) + 3 if the predictions
+    differ, so every flip ranks above every non-flip, then the most disagreeing explanations
+    come first (Spearman None counts as 0)."""
 
     review_id: str
     label: int | None
@@ -647,7 +648,7 @@ def _triage_rows(ids: Sequence[str], labels: Mapping[str, int], preds: Mapping[s
         yb = pb["pred"] if pb else None
         flip = ya is not None and yb is not None and ya != yb
         s = spear.get(rid)
-        score = (1.0 - (s if s is not None else 0.0)) + (2.0 if flip else 0.0)
+        score = (1.0 - (s if s is not None else 0.0)) + (3.0 if flip else 0.0)
         out.append(TriageRow(rid, labels.get(rid), ya, yb, _conf(pa), _conf(pb), s, flip, round(score, 12)))
     out.sort(key=lambda r: (-r.score, r.review_id))
     return out
