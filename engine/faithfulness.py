@@ -151,13 +151,18 @@ def model_proba(loaded: "LoadedModel", batch_size: int = 32) -> PredictProba:
 def explanation_inputs(tokenizer: Any, text: str, tokens: Sequence[dict[str, Any]]) -> tuple[list[int], list[bool], list[float], int]:
     """Re-tokenize ``text`` as the explainer saw it and align the stored values to the ids.
 
-    Truncates at the explanation's token count. Tokens are matched by position when the
+    Truncates where the explanation was truncated (its non-special tokens plus the
+    tokenizer's specials). Tokens are matched by position when the
     counts and character spans agree, otherwise by character span; returns (ids, special
     flags, values, unmatched) where unmatched counts non-special ids without a stored value
     (given 0).
     """
-    n_expl = len(tokens)
-    enc = tokenizer(text, truncation=True, max_length=max(2, n_expl), return_offsets_mapping=True,
+    n_words = sum(1 for t in tokens if not t["special"])
+    try:
+        n_special = int(tokenizer.num_special_tokens_to_add(pair=False))
+    except (AttributeError, TypeError):  # pragma: no cover - every transformers tokenizer has it
+        n_special = sum(1 for t in tokens if t["special"])
+    enc = tokenizer(text, truncation=True, max_length=max(2, n_words + n_special), return_offsets_mapping=True,
                     return_special_tokens_mask=True)
     ids = list(enc["input_ids"])
     special = [bool(s) for s in enc["special_tokens_mask"]]
