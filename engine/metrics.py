@@ -38,6 +38,8 @@ def class_metrics(labels: Sequence[int], preds: Sequence[int]) -> tuple[float, t
     """Accuracy, per-class precision/recall/F1/support and the confusion matrix (scikit-learn)."""
     from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
 
+    if not len(labels):  # a model whose predictions are not stored yet (a run in progress)
+        return 0.0, tuple(ClassScores(c, 0.0, 0.0, 0.0, 0) for c in CLASS_NAMES), ((0, 0), (0, 0))
     p, r, f, s = precision_recall_fscore_support(labels, preds, labels=[0, 1], zero_division=0)
     classes = tuple(ClassScores(CLASS_NAMES[i], float(p[i]), float(r[i]), float(f[i]), int(s[i])) for i in (0, 1))
     cm = confusion_matrix(labels, preds, labels=[0, 1])
