@@ -80,7 +80,17 @@ class Store:
                     f"{self.path} needs a schema upgrade but was opened read-only",
                     "open it once with a writable workspace (any shapdiff command that writes)",
                 )
-            migrations.apply(self.db)
+            # Two processes may open a fresh database at once (the TUI and `shapdiff run`):
+            # take the write lock first and look again, so only one of them migrates.
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                if migrations.pending(self.db):
+                    migrations.apply(self.db)  # every migration is transactional: nested savepoints
+                self.conn.execute("COMMIT")
+            except BaseException:
+                if self.conn.in_transaction:
+                    self.conn.execute("ROLLBACK")
+                raise
 
     @property
     def conn(self) -> sqlite3.Connection:
