@@ -9,7 +9,8 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -104,6 +105,23 @@ class Store:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    @contextmanager
+    def snapshot(self) -> Iterator["Store"]:
+        """Several reads from one consistent state of the database (a read transaction).
+
+        Without it each query sees the latest commit, so a row and its children read by
+        two queries can come from two different writes of another process.
+        """
+        if self.conn.in_transaction:
+            yield self
+            return
+        self.conn.execute("BEGIN")
+        try:
+            yield self
+        finally:
+            if self.conn.in_transaction:
+                self.conn.execute("COMMIT")
 
     def integrity_ok(self) -> bool:
         return self.conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
@@ -262,15 +280,16 @@ class Store:
         if settings_hash:
             sql += " AND settings_hash = ?"
             args.append(settings_hash)
-        rows = list(self.db.query(sql + " ORDER BY created_at DESC, id DESC LIMIT 1", args))
-        if not rows:
-            return None
-        row = rows[0]
+        with self.snapshot():  # the row and its tokens from the same write
+            rows = list(self.db.query(sql + " ORDER BY created_at DESC, id DESC LIMIT 1", args))
+            if not rows:
+                return None
+            row = rows[0]
+            row["tokens"] = list(self.db.query(
+                "SELECT position, token, start, end, value, special FROM attributions"
+                " WHERE explanation_id = ? ORDER BY position", [row["id"]]))
         row["settings"] = json.loads(row["settings"])
         row["versions"] = json.loads(row["versions"])
-        row["tokens"] = list(self.db.query(
-            "SELECT position, token, start, end, value, special FROM attributions"
-            " WHERE explanation_id = ? ORDER BY position", [row["id"]]))
         return row
 
 
