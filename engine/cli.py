@@ -195,6 +195,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_tui)
 
     # -- zoo (engine/zoo.py) ------------------------------------------------------------
+    from engine.zoo import add_zoo_parser
+
+    add_zoo_parser(sub, _common)
     # -- explain + bench (engine/explain.py, engine/bench.py) --------------------------
     # -- compare (engine/compare.py) ----------------------------------------------------
     from engine.compare import add_compare_parser
