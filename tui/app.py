@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -78,6 +79,17 @@ class JobProgress(Message):
         super().__init__()
 
 
+class StatsReady(Message):
+    """Statistics computed in the background (metrics first, then the pair report)."""
+
+    def __init__(self, gen: int, key: tuple, kind: str, payload: Any) -> None:
+        self.gen, self.key, self.kind, self.payload = gen, key, kind, payload
+        super().__init__()
+
+
+STATS_BOOT = 400      # bootstrap resamples for the TUI's pair report
+
+
 class ShapdiffApp(App[int]):
     CSS_PATH = "shapdiff.tcss"
     TITLE = "shapdiff"
@@ -102,6 +114,8 @@ class ShapdiffApp(App[int]):
         self.report: Any = None                   # compare.PairReport of the pair (or None)
         self.metrics_rows: list = []
         self.last_export: list[Path] = []
+        self._stats_gen = 0
+        self.stats_pending = False
 
     # -- layout -------------------------------------------------------------------------------
 
@@ -269,35 +283,63 @@ class ShapdiffApp(App[int]):
     # -- metrics, pair report and plots (background: sklearn/scipy load there) ---------------------
 
     def load_stats(self) -> None:
+        """Compute metrics, the pair report and its figures in a background thread.
+
+        A daemon thread, not a Textual worker: these are read-only and cannot be cancelled
+        midway (engine.compare has no cancel token), and a worker from the app's executor
+        would hold up quitting until it finished. Results come back as a message; a newer
+        request makes older results stale (``_stats_gen``).
+        """
         if self.ctx is None or self.query_ is None:
             return
         self.query_one("#metrics-table", Static).update(Text("computing metrics…", style="italic"))
         self.query_one("#pair-report", Static).update(Text("comparing the pair…", style="italic"))
         self.query_one(PlotGrid).set_specs({}, "computing…")
-        self._stats_worker(self.ctx.experiment, self.query_.ref, self.query_.other, self.level)
+        self._stats_gen += 1
+        self.stats_pending = True
+        args = (self._stats_gen, self.ctx.experiment, self.query_.ref, self.query_.other, self.level)
+        threading.Thread(target=self._stats_thread, args=args, daemon=True, name="shapdiff-stats").start()
 
-    @work(thread=True, exclusive=True, group="stats", exit_on_error=False)
-    def _stats_worker(self, experiment: str, ref: str, other: str, level: str) -> None:
-        from engine.metrics import experiment_metrics
+    def _stats_thread(self, gen: int, experiment: str, ref: str, other: str, level: str) -> None:
+        key = (experiment, ref, other, level)
+        try:
+            from engine.metrics import experiment_metrics
 
-        with open_store(self.workspace.db_path) as store:
-            rows = experiment_metrics(store, experiment)
-            self.call_from_thread(self._show_metrics, rows)
-            report, note = None, ""
-            try:
-                from engine.compare import pair_report
+            with open_store(self.workspace.db_path) as store:
+                rows = experiment_metrics(store, experiment)
+                self.post_message(StatsReady(gen, key, "metrics", rows))
+                report, note, specs = None, "", {}
+                try:
+                    from engine.compare import pair_report
 
-                report = pair_report(store, experiment, ref, other, level=level, n_boot=400)
-            except ShapdiffError as exc:
-                note = exc.message
-            except ImportError:
-                note = "comparison statistics are not available in this build"
-            specs: dict = {}
-            if report is not None:
-                from tui.plots import pair_specs
+                    report = pair_report(store, experiment, ref, other, level=level, n_boot=STATS_BOOT)
+                except ShapdiffError as exc:
+                    note = exc.message
+                except ImportError:
+                    note = "comparison statistics are not available in this build"
+                if report is not None:
+                    from tui.plots import pair_specs
 
-                specs = pair_specs(report)
-        self.call_from_thread(self._show_report, (experiment, ref, other, level), report, note, specs)
+                    specs = pair_specs(report)
+            self.post_message(StatsReady(gen, key, "report", (report, note, specs)))
+        except Exception as exc:  # noqa: BLE001 - shown in a dialog, never a crash
+            self.post_message(StatsReady(gen, key, "error", exc))
+
+    def on_stats_ready(self, message: "StatsReady") -> None:
+        if message.gen != self._stats_gen:
+            return                      # a newer request is on its way
+        if message.kind == "metrics":
+            self._show_metrics(message.payload)
+            return
+        self.stats_pending = False
+        if message.kind == "error":
+            err = message.payload
+            self.query_one("#metrics-table", Static).update(Text(f"statistics failed: {err}", style="italic"))
+            self.query_one("#pair-report", Static).update("")
+            self.query_one(PlotGrid).set_specs({}, "statistics failed")
+            self._error_dialog("Computing the statistics failed", err)
+            return
+        self._show_report(message.key, *message.payload)
 
     def _show_metrics(self, rows: list) -> None:
         self.metrics_rows = rows
@@ -552,11 +594,6 @@ class ShapdiffApp(App[int]):
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         worker = event.worker
-        if worker.group == "stats" and event.state == WorkerState.ERROR:
-            err = worker.error
-            self.query_one("#metrics-table", Static).update(Text(f"metrics failed: {err}", style="italic"))
-            self._error_dialog("Computing the statistics failed", err)
-            return
         if worker.group != "job" or event.state not in (WorkerState.SUCCESS, WorkerState.ERROR,
                                                          WorkerState.CANCELLED):
             return
