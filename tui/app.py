@@ -177,7 +177,7 @@ class ShapdiffApp(App[int]):
         welcome = self.query_one("#welcome")
         if ctx is None or not ctx.models:
             welcome.display = True
-            where = self.workspace.root
+            where = _display_path(self.workspace.root)
             t = Text(end="")
             t.append("This workspace holds no results yet.\n", style="bold")
             t.append(f"{where}\n\n")
@@ -414,7 +414,9 @@ class ShapdiffApp(App[int]):
                 parts = [head, Text(""), body]
             else:
                 body = render.review_text(detail.text, toks, scale, glyphs=self.glyphs, truncated=ex.truncated)
-                parts = [head, Text(""), body, Text(""), render.top_table(toks, scale, glyphs=self.glyphs)]
+                width = max(24, self.query_one(sel).parent.size.width - 3)
+                parts = [head, Text(""), body, Text(""),
+                         render.top_table(toks, scale, glyphs=self.glyphs, width=min(30, width // 2))]
             self.query_one(sel, Static).update(Group(*parts))
 
     def _review_agreement(self, detail: browse.ReviewDetail, q: browse.ReviewQuery) -> Text | None:
@@ -708,6 +710,14 @@ class ShapdiffApp(App[int]):
         if self.store is not None:
             self.store.close()
             self.store = None
+
+
+def _display_path(path: Path) -> str:
+    """A path as a person wants to read it: relative to the current folder when inside it."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve())) or "."
+    except ValueError:
+        return str(path)
 
 
 # Indirections, so tests can replace tui.jobs functions with fakes after the app is built.

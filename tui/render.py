@@ -106,7 +106,7 @@ def prediction(p: ModelPred | None, label: int | None = None) -> Text:
     t.append(f"{CLASS_NAMES[p.pred]} ")
     t.append(f"p(pos)={p.p_pos:.3f}")
     if label is not None:
-        t.append(" ✓" if p.pred == label else " ✗ wrong", style="bold" if p.pred != label else "")
+        t.append(" ✓" if p.pred == label else " ✗", style="bold" if p.pred != label else "")
     return t
 
 
@@ -237,21 +237,27 @@ def list_row(rank: int, row: ReviewRow, width: int, model_names: Sequence[str], 
 # -- metrics ----------------------------------------------------------------------------------
 
 def metrics_table(rows) -> Table:
-    """The study's Table 1 for every model (engine.metrics.ModelMetrics rows)."""
+    """The study's Table 1 for every model (engine.metrics.ModelMetrics rows); fits 80 columns."""
+    from rich import box
+
     table = Table(title="Per-model, per-class metrics (Table 1)", title_justify="left", expand=False,
-                  show_lines=False, header_style="bold")
+                  box=box.SIMPLE_HEAD, header_style="bold", pad_edge=False, padding=(0, 1))
     for col, just in (("model", "left"), ("class", "left"), ("precision", "right"), ("recall", "right"),
-                      ("F1", "right"), ("support", "right"), ("accuracy", "right"), ("pred − / +", "left")):
-        table.add_column(col, justify=just, no_wrap=True)
+                      ("F1", "right"), ("support", "right"), ("accuracy", "right"), ("confusion", "right")):
+        col = {"precision": "prec", "recall": "rec", "support": "supp", "accuracy": "acc",
+               "confusion": "confusion"}.get(col, col)
+        table.add_column(col, justify=just, no_wrap=True, min_width=2)
     for m in rows:
         (tn, fp), (fn, tp) = m.confusion
-        conf = [f"{tn:>5} {fp:>5}", f"{fn:>5} {tp:>5}"]
+        conf = [f"{tn} {fp}", f"{fn} {tp}"]
         for i, c in enumerate(m.classes):
             name = Text(m.name + (" *" if m.role == "reference" else ""), style="bold") if i == 0 else Text("")
-            acc = f"{m.accuracy:.3f} (n={m.n})" if i == 0 else ""
-            table.add_row(name, c.label, f"{c.precision:.3f}", f"{c.recall:.3f}", f"{c.f1:.3f}",
+            acc = f"{m.accuracy:.3f}" if i == 0 else f"n={m.n}"
+            table.add_row(name, c.label[:3], f"{c.precision:.3f}", f"{c.recall:.3f}", f"{c.f1:.3f}",
                           str(c.support), acc, conf[i], end_section=i == 1)
-    table.caption = "* reference model; last column: the confusion matrix (rows: true class, columns: predicted)"
+    table.caption = ("* reference model; prec = precision, rec = recall, supp = support, acc = accuracy "
+                     "over n reviews with a stored prediction; confusion: rows true neg/pos, columns predicted "
+                     "neg/pos")
     table.caption_justify = "left"
     return table
 
