@@ -100,10 +100,14 @@ class _Dict:
 
 # -- bootstrap -----------------------------------------------------------------------------
 
-def _boot_weights(n: int, n_boot: int, seed: int) -> np.ndarray:
-    """(n_boot, n) resampling counts: row b says how often each review is in resample b."""
+def _boot_weights(n: int, n_boot: int, seed: int, chunk: int | None = None):
+    """Yield (m, n) resampling counts, m <= chunk rows at a time (n_boot rows in all): row b
+    says how often each review is in resample b. The same seed gives the same resamples."""
     rng = np.random.Generator(np.random.PCG64(seed))
-    return rng.multinomial(n, np.full(n, 1.0 / n), size=n_boot).astype(float)
+    chunk = chunk or max(1, 2_000_000 // max(1, n))
+    for b in range(0, n_boot, chunk):
+        m = min(chunk, n_boot - b)
+        yield rng.multinomial(n, np.full(n, 1.0 / n), size=m).astype(float)
 
 
 def bootstrap_mean_ci(values: Sequence[float] | np.ndarray, n_boot: int = 1000, seed: int = 0,
@@ -133,13 +137,12 @@ def bootstrap_ratio_ci(num: np.ndarray, den: np.ndarray, n_boot: int = 1000, see
     n, k = num.shape
     if n < 2 or n_boot < 1 or k == 0:
         return np.full(k, np.nan), np.full(k, np.nan)
-    w = _boot_weights(n, n_boot, seed)
     est = np.empty((n_boot, k))
-    chunk = max(1, 4_000_000 // max(1, n * 4))
-    for b in range(0, n_boot, chunk):
-        wb = w[b:b + chunk]
+    b = 0
+    for wb in _boot_weights(n, n_boot, seed):
         with np.errstate(invalid="ignore", divide="ignore"):
             est[b:b + len(wb)] = (wb @ num) / (wb @ den)
+        b += len(wb)
     a = (1 - level) / 2
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
@@ -266,6 +269,12 @@ def review_agreement(expl_a: Mapping[str, Any], expl_b: Mapping[str, Any], level
     rid = review_id or str(expl_a.get("review_id", ""))
     fa = features(_tokens_of(expl_a), level, text)
     fb = features(_tokens_of(expl_b), level, text)
+    return features_agreement(fa, fb, level, rid)
+
+
+def features_agreement(fa: Sequence[Feature], fb: Sequence[Feature], level: str = "word",
+                       review_id: str = "") -> AgreementRow:
+    """:func:`review_agreement` on features already extracted (engine.words)."""
     _, a, b = align(fa, fb)
     note = ""
     if len(a) == 0:
@@ -274,7 +283,7 @@ def review_agreement(expl_a: Mapping[str, Any], expl_b: Mapping[str, Any], level
         note = "all-zero attributions"
     elif len(a) < 2:
         note = "fewer than 2 common features"
-    return AgreementRow(rid, level, len(a), **agreement_metrics(a, b), note=note)
+    return AgreementRow(review_id, level, len(a), **agreement_metrics(a, b), note=note)
 
 
 # -- summaries -----------------------------------------------------------------------------
@@ -537,38 +546,51 @@ class Distribution(_Dict):
         return json_safe(d)
 
 
-def _feature_table(per_review: Sequence[Sequence[Feature]]) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
-    """Keys, and per review x feature: sum |v|, sum v, count."""
-    keys: dict[str, int] = {}
+def _totals(per_review: Sequence[Sequence[Feature]]) -> dict[str, list[float]]:
+    """feature -> [sum |v|, sum v, occurrences, reviews containing it] (dicts: no dense matrix)."""
+    tot: dict[str, list[float]] = {}
     for feats in per_review:
+        seen = set()
         for f in feats:
-            keys.setdefault(f.text, len(keys))
-    n, k = len(per_review), len(keys)
-    sabs, ssum, cnt = np.zeros((n, k)), np.zeros((n, k)), np.zeros((n, k))
+            t = tot.get(f.text)
+            if t is None:
+                t = tot[f.text] = [0.0, 0.0, 0, 0]
+            t[0] += abs(f.value)
+            t[1] += f.value
+            t[2] += 1
+            if f.text not in seen:
+                seen.add(f.text)
+                t[3] += 1
+    return tot
+
+
+def _matrix(per_review: Sequence[Sequence[Feature]], keys: Sequence[str], absolute: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Per review x selected feature: sum of (|v| or v) and occurrences."""
+    col = {k: j for j, k in enumerate(keys)}
+    num, cnt = np.zeros((len(per_review), len(keys))), np.zeros((len(per_review), len(keys)))
     for i, feats in enumerate(per_review):
         for f in feats:
-            j = keys[f.text]
-            sabs[i, j] += abs(f.value)
-            ssum[i, j] += f.value
-            cnt[i, j] += 1
-    return list(keys), sabs, ssum, cnt
+            j = col.get(f.text)
+            if j is not None:
+                num[i, j] += abs(f.value) if absolute else f.value
+                cnt[i, j] += 1
+    return num, cnt
 
 
 def top_features(per_review: Sequence[Sequence[Feature]], *, min_freq: int = 5, top_n: int = 20,
                  n_boot: int = 1000, seed: int = 0) -> list[FeatureStat]:
     """Features by mean |attribution| over their occurrences (at least ``min_freq``)."""
-    keys, sabs, ssum, cnt = _feature_table(per_review)
-    if not keys:
+    tot = _totals(per_review)
+    keep = [(k, t) for k, t in tot.items() if t[2] >= max(1, min_freq)]
+    if not keep:
         return []
-    total = cnt.sum(axis=0)
-    keep = np.flatnonzero(total >= max(1, min_freq))
-    if len(keep) == 0:
-        return []
-    mean_abs = sabs[:, keep].sum(axis=0) / total[keep]
-    order = keep[np.argsort(-mean_abs, kind="stable")[:top_n]]
-    lo, hi = bootstrap_ratio_ci(sabs[:, order], cnt[:, order], n_boot, seed)
-    return [FeatureStat(keys[j], int(total[j]), int((cnt[:, j] > 0).sum()), _f(sabs[:, j].sum() / total[j]),
-                        _f(lo[i]), _f(hi[i]), _f(ssum[:, j].sum() / total[j])) for i, j in enumerate(order)]
+    keep.sort(key=lambda kt: -kt[1][0] / kt[1][2])  # stable: first occurrence wins ties
+    keep = keep[:top_n]
+    keys = [k for k, _ in keep]
+    num, cnt = _matrix(per_review, keys, True)
+    lo, hi = bootstrap_ratio_ci(num, cnt, n_boot, seed)
+    return [FeatureStat(k, int(t[2]), int(t[3]), _f(t[0] / t[2]), _f(lo[i]), _f(hi[i]), _f(t[1] / t[2]))
+            for i, (k, t) in enumerate(keep)]
 
 
 def feature_differences(ref: Sequence[Sequence[Feature]], other: Sequence[Sequence[Feature]], *,
@@ -576,29 +598,30 @@ def feature_differences(ref: Sequence[Sequence[Feature]], other: Sequence[Sequen
     """Features by |mean attribution of other - of reference| (reviews paired, same order)."""
     if len(ref) != len(other):
         raise BadInput("the two models' review lists differ in length", "pass the same reviews in the same order")
-    ka, _, sa, ca = _feature_table(ref)
-    kb, _, sb, cb = _feature_table(other)
-    ia, ib = {k: i for i, k in enumerate(ka)}, {k: i for i, k in enumerate(kb)}
-    common = [k for k in ka if k in ib and ca[:, ia[k]].sum() >= max(1, min_freq)
-              and cb[:, ib[k]].sum() >= max(1, min_freq)]
+    ta, tb = _totals(ref), _totals(other)
+    mf = max(1, min_freq)
+    common = [k for k in ta if k in tb and ta[k][2] >= mf and tb[k][2] >= mf]
     if not common:
         return []
-    ja, jb = [ia[k] for k in common], [ib[k] for k in common]
-    ma = sa[:, ja].sum(axis=0) / ca[:, ja].sum(axis=0)
-    mb = sb[:, jb].sum(axis=0) / cb[:, jb].sum(axis=0)
+    ma = np.array([ta[k][1] / ta[k][2] for k in common])
+    mb = np.array([tb[k][1] / tb[k][2] for k in common])
     diff = mb - ma
     order = np.argsort(-np.abs(diff), kind="stable")[:top_n]
+    keys = [common[j] for j in order]
     n = len(ref)
     lo = hi = np.full(len(order), np.nan)
     if n >= 2 and n_boot >= 1:
-        w = _boot_weights(n, n_boot, seed)
-        cols_a, cols_b = [ja[i] for i in order], [jb[i] for i in order]
-        with np.errstate(invalid="ignore", divide="ignore"):
-            est = (w @ sb[:, cols_b]) / (w @ cb[:, cols_b]) - (w @ sa[:, cols_a]) / (w @ ca[:, cols_a])
+        sa, ca = _matrix(ref, keys, False)
+        sb, cb = _matrix(other, keys, False)
+        parts = []
+        for w in _boot_weights(n, n_boot, seed):
+            with np.errstate(invalid="ignore", divide="ignore"):
+                parts.append((w @ sb) / (w @ cb) - (w @ sa) / (w @ ca))
+        est = np.concatenate(parts)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             lo, hi = np.nanquantile(est, 0.025, axis=0), np.nanquantile(est, 0.975, axis=0)
-    return [FeatureDiff(common[j], int(ca[:, ja[j]].sum()), _f(ma[j]), _f(mb[j]), _f(diff[j]), _f(lo[i]), _f(hi[i]))
+    return [FeatureDiff(common[j], int(ta[common[j]][2]), _f(ma[j]), _f(mb[j]), _f(diff[j]), _f(lo[i]), _f(hi[i]))
             for i, j in enumerate(order)]
 
 
@@ -822,10 +845,10 @@ class PairReport(_Dict):
         })
 
 
-def _agreement_report(level: str, ids: Sequence[str], ea: Mapping[str, dict], eb: Mapping[str, dict],
-                      en: Mapping[str, dict], texts: Mapping[str, str | None], groups: Mapping[str, Mapping[str, str]],
+def _agreement_report(level: str, ids: Sequence[str], fa: Mapping[str, list[Feature]], fb: Mapping[str, list[Feature]],
+                      fn: Mapping[str, list[Feature]], groups: Mapping[str, Mapping[str, str]],
                       n_boot: int, seed: int) -> AgreementReport:
-    rows = [review_agreement(ea[r], eb[r], level, text=texts.get(r), review_id=r) for r in ids]  # type: ignore[arg-type]
+    rows = [features_agreement(fa[r], fb[r], level, r) for r in ids]
     summary = {m: summarize([row.metric(m) for row in rows], n_boot, seed) for m in METRICS}
     splits: dict[str, dict[str, dict[str, float | None]]] = {}
     for split, assign in groups.items():
@@ -838,7 +861,7 @@ def _agreement_report(level: str, ids: Sequence[str], ea: Mapping[str, dict], eb
                 d[m] = _f(np.mean(v)) if v else None
             out[g] = d
         splits[split] = out
-    noise_rows = [review_agreement(ea[r], en[r], level, text=texts.get(r), review_id=r) for r in ids if r in en]
+    noise_rows = [features_agreement(fa[r], fn[r], level, r) for r in ids if r in fn]
     noise = floor = None
     if noise_rows:
         noise = {m: summarize([row.metric(m) for row in noise_rows], n_boot, seed) for m in METRICS}
@@ -891,17 +914,20 @@ def pair_report(store: Store, experiment: str | None = None, ref: str | None = N
     if len(pa) < len(ids) or len(pb) < len(ids):
         notes.append("some explained reviews have no stored prediction: left out of the correct/flip splits")
 
-    feats_a = [features(ea[r]["tokens"], level, texts[r]) for r in ids]
-    feats_b = [features(eb[r]["tokens"], level, texts[r]) for r in ids]
-    feats_n = {r: features(en[r]["tokens"], level, texts[r]) for r in en}
+    fa = {lvl: {r: features(ea[r]["tokens"], lvl, texts[r]) for r in ids} for lvl in LEVELS}
+    fb = {lvl: {r: features(eb[r]["tokens"], lvl, texts[r]) for r in ids} for lvl in LEVELS}
+    fn = {lvl: {r: features(en[r]["tokens"], lvl, texts[r]) for r in en} for lvl in LEVELS}
+    feats_a = [fa[level][r] for r in ids]
+    feats_b = [fb[level][r] for r in ids]
+    feats_n = fn[level]
     if all(not any(abs(f.value) > ZERO for f in fs) for fs in feats_a + feats_b):
         notes.append("all attributions are zero: agreement metrics are undefined (None)")
 
     # magnitude
     mrows = []
-    for r, fa, fb in zip(ids, feats_a, feats_b):
+    for r, xa, xb in zip(ids, feats_a, feats_b):
         ga, gb = abs(ea[r]["fx"] - ea[r]["base_value"]), abs(eb[r]["fx"] - eb[r]["base_value"])
-        ma, mb = _mean_abs(fa), _mean_abs(fb)
+        ma, mb = _mean_abs(xa), _mean_abs(xb)
         mn = _mean_abs(feats_n[r]) if r in feats_n else None
         gn = abs(en[r]["fx"] - en[r]["base_value"]) if r in en else None
         mrows.append(MagnitudeRow(
@@ -921,7 +947,7 @@ def pair_report(store: Store, experiment: str | None = None, ref: str | None = N
         "other_correct": {r: ("correct" if pb[r]["pred"] == labels[r] else "wrong")
                           for r in ids if r in pb and r in labels},
     }
-    agreement = {lvl: _agreement_report(lvl, ids, ea, eb, en, texts, groups, n_boot, seed) for lvl in LEVELS}
+    agreement = {lvl: _agreement_report(lvl, ids, fa[lvl], fb[lvl], fn[lvl], groups, n_boot, seed) for lvl in LEVELS}
     if agreement["token"].summary["spearman"].n == 0 and agreement["word"].summary["spearman"].n > 0:
         notes.append("token level: the two models' tokens do not line up (different tokenizers); use word level")
 

@@ -37,18 +37,19 @@ class Feature:
         return (self.start, self.end)
 
 
-def _get(t: Any, key: str) -> Any:
-    return t[key] if isinstance(t, Mapping) else getattr(t, key)
-
-
 def token_features(tokens: Sequence[Mapping[str, Any]]) -> list[Feature]:
-    """Non-special tokens as features, in position order (key: the token string)."""
+    """Non-special tokens as features, in position order (key: the token string).
+
+    ``tokens``: dicts (as Store.explanation returns) or objects with the same attributes.
+    """
+    if tokens and not isinstance(tokens[0], Mapping):
+        tokens = [{k: getattr(t, k) for k in ("position", "token", "start", "end", "value", "special")}
+                  for t in tokens]
     out = []
-    for t in sorted(tokens, key=lambda t: _get(t, "position")):
-        if int(_get(t, "special") or 0):
+    for t in sorted(tokens, key=lambda t: t["position"]):
+        if t.get("special"):
             continue
-        out.append(Feature(int(_get(t, "start")), int(_get(t, "end")), str(_get(t, "token")),
-                           float(_get(t, "value"))))
+        out.append(Feature(int(t["start"]), int(t["end"]), str(t["token"]), float(t["value"])))
     return out
 
 
