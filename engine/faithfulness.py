@@ -203,6 +203,19 @@ class FaithSummaryRun:
     warnings: list[str] = field(default_factory=list)
 
 
+def missing_faithfulness(store: Store, model_id: str, settings_hash: str, review_ids: Sequence[str], *,
+                         fractions: Sequence[float] = FRACTIONS, removal: Removal = "delete") -> list[str]:
+    """Reviews with a stored explanation (model, settings) but no faithfulness row yet:
+    what :func:`faithfulness_sample` would compute (for a job's "everything stored" check)."""
+    fhash = _hash(faith_settings(fractions, removal))
+    explained = {r[0] for r in store.conn.execute(
+        "SELECT review_id FROM explanations WHERE model_id = ? AND settings_hash = ?", [model_id, settings_hash])}
+    done = {r[0] for r in store.conn.execute(
+        "SELECT e.review_id FROM faithfulness f JOIN explanations e ON e.id = f.explanation_id"
+        " WHERE e.model_id = ? AND e.settings_hash = ? AND f.faith_hash = ?", [model_id, settings_hash, fhash])}
+    return [r for r in review_ids if r in explained and r not in done]
+
+
 def faithfulness_sample(store: Store, loaded: "LoadedModel", review_ids: Sequence[str], settings_hash: str, *,
                         fractions: Sequence[float] = FRACTIONS, removal: Removal = "delete", batch_size: int = 32,
                         on_progress: ProgressCallback = no_progress, cancel: CancelToken = NEVER) -> FaithSummaryRun:

@@ -224,3 +224,16 @@ def test_pair_report_shows_stored_faithfulness(tmp_path) -> None:
     assert rep.summary_dict()["faithfulness"]["teacher"]["n"] == 6
     fig = faithfulness_figure(rep)
     assert fig is not None and fig.key == "faithfulness" and [s.label for s in fig.series] == ["teacher"]
+
+
+def test_missing_faithfulness_lists_what_a_job_would_compute(tmp_path, bag_model) -> None:
+    from engine.faithfulness import missing_faithfulness
+
+    store = _store_with_explanation(tmp_path, bag_model)
+    try:
+        assert missing_faithfulness(store, bag_model.id, "H", ["r1", "r2"]) == ["r1"]
+        faithfulness_sample(store, bag_model, ["r1"], "H")
+        assert missing_faithfulness(store, bag_model.id, "H", ["r1", "r2"]) == []
+        assert missing_faithfulness(store, bag_model.id, "H", ["r1"], removal="mask") == ["r1"]
+    finally:
+        store.close()
