@@ -297,6 +297,9 @@ def export_experiment(store: Store, out: str | Path, *, experiment: str | None =
     out = Path(out).expanduser().resolve()
     if out.exists() and not out.is_dir():
         raise BadInput(f"{out} exists and is not a folder", "choose a folder for --out")
+    if not force and out.is_dir() and _read_manifest(out) is None and any(out.iterdir()):
+        raise BadInput(f"{out} already holds files that are not a shapdiff export",
+                       "choose a new or empty --out folder, or pass --force to write into it anyway")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         stage_root = Path(tempfile.mkdtemp(prefix=".shapdiff-export-", dir=out.parent))
@@ -413,15 +416,14 @@ def _export_pair(store: Store, experiment: str, pair: Pair, metrics: Sequence[An
     stage.write_text(f"{d}/statistics.json", json_text(stats))
 
     fig_dir = stage.path(f"{d}/figures/.keep").parent
-    export_figures(result.figures, fig_dir, formats)
+    # The report inlines every figure as PNG, so PNG is drawn even when it is not exported.
+    export_figures(result.figures, fig_dir, tuple(dict.fromkeys(formats + ("png",))))
     pngs: dict[str, bytes] = {}
     for spec in result.figures:
         png = fig_dir / f"{safe_stem(spec.key)}.png"
-        if not png.exists():       # the report inlines PNGs even when they are not exported
-            with tempfile.TemporaryDirectory() as tmp:
-                pngs[spec.key] = save_figure(spec, tmp, ("png",))[0].read_bytes()
-        else:
-            pngs[spec.key] = png.read_bytes()
+        pngs[spec.key] = png.read_bytes()
+        if "png" not in formats:
+            png.unlink()
     return ReportPair(pair=pair, statistics=stats, figures=[(s, pngs[s.key]) for s in result.figures],
                       reviews=result.reviews, notes=result.notes)
 

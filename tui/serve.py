@@ -69,7 +69,7 @@ def served_command(workspace: Path, data_path: str | None = None) -> str:
     argv += ["tui", "--workspace", str(workspace)]
     if data_path:
         argv += ["--data-path", str(data_path)]
-    return shlex.join(argv)
+    return "exec " + shlex.join(argv)     # the app replaces the shell: one process per session
 
 
 def make_server(command: str, host: str, port: int, public_url: str | None = None):
@@ -91,8 +91,60 @@ def serve_command(args: Any) -> int:
     host = args.host.strip("[]")
     url = args.public_url or f"http://{'[' + host + ']' if ':' in host else host}:{args.port}"
     print(f"serving the shapdiff app for {ws.root} on {url} (Ctrl+C stops)", file=sys.stderr, flush=True)
-    make_server(command, host, args.port, public_url=url).serve()
+    try:
+        make_server(command, host, args.port, public_url=url).serve()
+    finally:
+        end_sessions()
     return 0
+
+
+def _children() -> dict[int, list[int]]:
+    kids: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        kids.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    return kids
+
+
+def descendants(pid: int) -> list[int]:
+    """Processes started (directly or not) by ``pid``; empty where /proc is missing."""
+    kids, out, todo = _children(), [], [pid]
+    while todo:
+        for k in kids.get(todo.pop(), []):
+            out.append(k)
+            todo.append(k)
+    return out
+
+
+def end_sessions(grace_s: float = 3.0) -> None:
+    """End the app sessions this server started that are still running (SIGTERM, then SIGKILL)."""
+    import os
+    import signal
+    import time
+
+    pids = descendants(os.getpid())
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for p in pids:
+            try:
+                os.kill(p, sig)
+            except (ProcessLookupError, PermissionError):
+                pass
+        deadline = time.monotonic() + grace_s
+        while time.monotonic() < deadline and (pids := [p for p in pids if Path(f"/proc/{p}").exists()
+                                                          and not _zombie(p)]):
+            time.sleep(0.1)
+        if not pids:
+            return
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return True
 
 
 def deliver_exports(app: Any, paths: Iterable[str | Path]) -> list[str]:
