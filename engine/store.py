@@ -107,6 +107,35 @@ class Store:
         self.close()
 
     @contextmanager
+    def write(self) -> Iterator["Store"]:
+        """One write transaction, whole or not at all (nested: a savepoint).
+
+        It starts with BEGIN IMMEDIATE: the write lock is taken first (waiting up to the busy
+        timeout for other writers), so the transaction never has to upgrade a read snapshot
+        that another process's commit made stale, which SQLite refuses at once with
+        "database is locked". Errors of the disk or the lock reach the user as StoreError.
+        """
+        try:
+            if self.conn.in_transaction:
+                with self.db.atomic():
+                    yield self
+                return
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self
+            except BaseException:
+                if self.conn.in_transaction:
+                    self.conn.execute("ROLLBACK")
+                raise
+            self.conn.execute("COMMIT")
+        except sqlite3.OperationalError as exc:
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
+            if any(k in str(exc) for k in _ENVIRONMENT_ERRORS):
+                raise _explain_db_error(self.path, exc) from exc
+            raise
+
+    @contextmanager
     def snapshot(self) -> Iterator["Store"]:
         """Several reads from one consistent state of the database (a read transaction).
 
@@ -130,7 +159,7 @@ class Store:
 
     def put_experiment(self, name: str, preset: dict, preset_hash: str, dataset: str,
                        seed: int, metrics_n: int, explain_n: int) -> None:
-        with self.db.atomic():
+        with self.write():
             self.db["experiments"].upsert(
                 {"name": name, "preset": json.dumps(preset, sort_keys=True),
                  "preset_hash": preset_hash, "dataset": dataset, "seed": seed,
@@ -148,7 +177,7 @@ class Store:
     def put_sample(self, experiment: str, reviews: Sequence[dict[str, Any]],
                    explain_ids: Sequence[str]) -> None:
         """Store the reviews of a sample and its membership (metrics and explain roles)."""
-        with self.db.atomic():
+        with self.write():
             self.db["reviews"].upsert_all(reviews, pk="id")
             self.conn.execute("DELETE FROM samples WHERE experiment = ?", [experiment])
             self.db["samples"].insert_all(
@@ -184,7 +213,7 @@ class Store:
             if key in row and not isinstance(row[key], str | None):
                 row[key] = json.dumps(row[key], sort_keys=True)
         row.setdefault("created_at", now())
-        with self.db.atomic():
+        with self.write():
             existing = self.model(row["id"])
             if existing:
                 row["created_at"] = existing["created_at"]
@@ -197,7 +226,7 @@ class Store:
 
     def set_experiment_models(self, experiment: str, entries: Sequence[dict[str, Any]]) -> None:
         """entries: dicts with name, model_id, role; order is kept."""
-        with self.db.atomic():
+        with self.write():
             self.conn.execute("DELETE FROM experiment_models WHERE experiment = ?", [experiment])
             self.db["experiment_models"].insert_all(
                 [{"experiment": experiment, "name": e["name"], "model_id": e["model_id"],
@@ -221,7 +250,7 @@ class Store:
 
     def put_predictions(self, rows: Sequence[dict[str, Any]]) -> None:
         """Insert a batch of whole prediction rows in one transaction."""
-        with self.db.atomic():
+        with self.write():
             self.db["predictions"].upsert_all(rows, pk=("model_id", "review_id", "settings_hash"))
 
     def predictions(self, model_id: str, review_ids: Sequence[str] | None = None,
@@ -259,7 +288,7 @@ class Store:
             if not isinstance(row.get(key), str):
                 row[key] = json.dumps(row[key], sort_keys=True)
         row.setdefault("created_at", now())
-        with self.db.atomic():
+        with self.write():
             self.conn.execute(
                 "DELETE FROM explanations WHERE model_id = ? AND review_id = ? AND settings_hash = ?",
                 [row["model_id"], row["review_id"], row["settings_hash"]])
@@ -302,12 +331,27 @@ def _decode_model(row: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
+# sqlite3.OperationalError texts caused by the disk, the file or another process, not by shapdiff
+_ENVIRONMENT_ERRORS = ("disk is full", "disk I/O error", "locked", "busy", "readonly", "unable to open")
+
+
 def _explain_db_error(path: Path, exc: sqlite3.DatabaseError) -> StoreError:
     text = str(exc)
     if "not a database" in text or "malformed" in text:
         return StoreError(
             f"{path} is not a readable shapdiff database ({text})",
             "move the file aside (it is left untouched) or use another --workspace",
+        )
+    if "disk is full" in text or "disk I/O error" in text:
+        return StoreError(
+            f"cannot write the database {path}: the disk is full or failing ({text})",
+            "free space on that disk (or use another --workspace) and run again; "
+            "results stored before are whole, the unfinished write was rolled back",
+        )
+    if "locked" in text or "busy" in text:
+        return StoreError(
+            f"the database {path} stayed locked by another process for {BUSY_TIMEOUT_MS // 1000} s",
+            "wait for the other shapdiff process to finish (or stop it) and run again; nothing was lost",
         )
     if "readonly" in text or "unable to open" in text:
         return StoreError(
