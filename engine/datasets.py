@@ -62,10 +62,18 @@ def clean_text(text: str) -> str:
 
 
 def _check_review(text: str, label: object, where: str) -> int:
+    if not isinstance(text, str):
+        raise BadInput(f"{where}: the review text is {type(text).__name__}, not a string",
+                       "the text field must hold the review as a string")
     if "\x00" in text:
         raise BadInput(f"{where}: the review contains NUL bytes", "remove the NUL characters from that line")
     if not text.strip():
         raise BadInput(f"{where}: the review is empty", "remove or fill in that line")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates, e.g. "\ud800" escapes in JSON
+        raise BadInput(f"{where}: the review holds invalid Unicode (an unpaired surrogate)",
+                       "re-encode that review as valid UTF-8") from None
     try:
         lab = int(label)  # type: ignore[arg-type]
     except (TypeError, ValueError):
@@ -104,7 +112,11 @@ def resolve_data_path(flag: str | os.PathLike | None = None) -> Path:
 
 def _resolve(base: Path, path: str | None, default: str) -> Path:
     p = Path(path) if path else Path(default)
-    p = p if p.is_absolute() else base / p
+    inside = Path(os.path.normpath(base / p))  # lexical: '..' and absolute paths cannot escape
+    if p.is_absolute() or not inside.is_relative_to(Path(os.path.normpath(base))):
+        raise BadInput(f"the preset's [data] path {path!r} leads outside the data folder {base}",
+                       "give path relative to the data folder, or point --data-path at the folder holding the file")
+    p = base / p
     if not p.exists():
         raise BadInput(f"no data at {p}", "check the data path (--data-path / SHAPDIFF_DATA) and the preset's [data] path")
     return p
@@ -115,34 +127,40 @@ def _resolve(base: Path, path: str | None, default: str) -> Path:
 def load_imdb_jsonl(path: Path, split: str = "test", dataset: str = "imdb") -> LoadedData:
     """gzip JSON lines: {"id": "test/pos/200_8", "rating": 8, "label": 1, "text": "..."}."""
     reviews = []
+    encs: Counter = Counter()
     opener = gzip.open if path.suffix == ".gz" else open
     try:
-        with opener(path, "rt", encoding="utf-8") as fh:
-            for i, line in enumerate(fh, 1):
+        with opener(path, "rb") as fh:
+            for i, raw in enumerate(fh, 1):
+                line, enc = decode_bytes(raw)  # line by line: a file may mix encodings
                 if not line.strip():
                     continue
                 where = f"{path}:{i}"
                 try:
                     obj = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise BadInput(f"{where}: not a JSON line ({exc.msg})",
+                except (json.JSONDecodeError, RecursionError) as exc:
+                    msg = getattr(exc, "msg", "nested too deeply")
+                    raise BadInput(f"{where}: not a JSON line ({msg})",
                                    "the file must hold one JSON object a line") from None
                 if not isinstance(obj, dict) or "text" not in obj or "label" not in obj:
                     raise BadInput(f"{where}: expected an object with 'text' and 'label'",
                                    "use the IMDB JSON-lines format: {\"id\", \"label\", \"text\", \"rating\"}")
-                text = str(obj["text"])
+                text = obj["text"]
                 label = _check_review(text, obj["label"], where)
                 sid = str(obj.get("id") or f"{split}/{i}")
+                rating = obj.get("rating")
+                rating = rating if isinstance(rating, int) and not isinstance(rating, bool) else None
+                encs[enc] += 1
                 reviews.append(Review(f"{dataset}:{sid}", dataset, split, sid, clean_text(text), label,
-                                      obj.get("rating"), "utf-8"))
-    except (OSError, EOFError, zlib.error, UnicodeDecodeError) as exc:
+                                      rating, enc))
+    except (OSError, EOFError, zlib.error) as exc:
         if isinstance(exc, FileNotFoundError):
             raise BadInput(f"no data at {path}", "check the data path") from None
         raise BadInput(f"{path} is not a readable gzip JSON-lines file ({type(exc).__name__}: {exc})",
                        "the file may be truncated or not gzip; re-download or re-create it") from None
     if not reviews:
         raise BadInput(f"{path} holds no reviews", "point the preset at a file with reviews")
-    return LoadedData(reviews, str(path), {"utf-8": len(reviews)})
+    return _loaded(reviews, str(path), dict(encs))
 
 
 def load_imdb_folder(root: Path, split: str = "test", dataset: str = "imdb") -> LoadedData:
@@ -167,23 +185,39 @@ def load_imdb_folder(root: Path, split: str = "test", dataset: str = "imdb") -> 
 
 def load_csv(path: Path, text_column: str = "text", label_column: str = "label",
              dataset: str = "csv", split: str = "all") -> LoadedData:
-    raw = path.read_bytes()
-    text, enc = decode_bytes(raw)
-    rows = csv.DictReader(text.splitlines())
-    cols = rows.fieldnames or []
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise BadInput(f"cannot read {path}: {exc.strerror or exc}", "check the file") from None
+    lines, encs = [], Counter()
+    for line in raw.splitlines():  # line by line: a file may mix encodings
+        t, e = decode_bytes(line)
+        lines.append(t)
+        encs[e] += 1
+    enc = encs.most_common(1)[0][0] if encs else "utf-8"
+    csv.field_size_limit(2**31 - 1)  # a 100,000-character review is a review
+    rows = csv.DictReader(lines)
+    try:
+        cols = rows.fieldnames or []
+    except csv.Error as exc:
+        raise BadInput(f"{path}: not a readable CSV file ({exc})", "check the file") from None
     missing = [c for c in (text_column, label_column) if c not in cols]
     if missing:
         raise BadInput(f"{path}: no column {', '.join(repr(c) for c in missing)} (columns: {cols})",
                        "set text_column / label_column in the preset's [data] section")
     reviews = []
-    for i, row in enumerate(rows, 2):
-        t = row[text_column] or ""
-        label = _check_review(t, row[label_column], f"{path}:{i}")
-        rid = row.get("id") or str(i - 1)
-        reviews.append(Review(f"{dataset}:{split}/{rid}", dataset, split, f"{split}/{rid}", clean_text(t), label, None, enc))
+    try:
+        for i, row in enumerate(rows, 2):
+            t = row[text_column] or ""
+            label = _check_review(t, row[label_column], f"{path}: row {i - 1}")
+            rid = row.get("id") or str(i - 1)
+            reviews.append(Review(f"{dataset}:{split}/{rid}", dataset, split, f"{split}/{rid}", clean_text(t),
+                                  label, None, enc))
+    except csv.Error as exc:
+        raise BadInput(f"{path}: not a readable CSV file ({exc})", "check the file") from None
     if not reviews:
         raise BadInput(f"{path} holds no rows", "add reviews to the CSV")
-    return LoadedData(reviews, str(path), {enc: len(reviews)})
+    return _loaded(reviews, str(path), dict(encs))
 
 
 def load_sst2(path: Path, split: str = "dev", dataset: str = "sst2") -> LoadedData:
@@ -222,6 +256,17 @@ def load_glue_sst2(path: Path, split: str = "dev", dataset: str = "sst2") -> Loa
         label = _check_review(parts[0], parts[1].strip(), f"{path}:{i}")
         reviews.append(Review(f"{dataset}:{split}/{i - 1}", dataset, split, f"{split}/{i - 1}", parts[0], label, None, enc))
     return LoadedData(reviews, str(path), {enc: len(reviews)})
+
+
+def _loaded(reviews: list[Review], source: str, encodings: dict[str, int]) -> LoadedData:
+    """The loaded data, after checking that review ids are unique (they key the store)."""
+    seen: set[str] = set()
+    for r in reviews:
+        if r.id in seen:
+            raise BadInput(f"{source}: the review id {r.source_id!r} appears more than once",
+                           "give every review its own id")
+        seen.add(r.id)
+    return LoadedData(reviews, source, encodings)
 
 
 def decode_bytes(raw: bytes) -> tuple[str, str]:
@@ -275,6 +320,14 @@ def load_dataset(spec, data_path: Path | None = None) -> LoadedData:
     if kind == "hf":
         return load_hf(spec.hf_name, spec.split)
     base = data_path or resolve_data_path(None)
+    try:
+        return _load_local(spec, kind, base)
+    except OSError as exc:  # a folder where a file belongs, unreadable files
+        raise BadInput(f"cannot read the {kind} data at {exc.filename or base}: {exc.strerror or exc}",
+                       "check the preset's [data] path and the data folder") from None
+
+
+def _load_local(spec, kind: str, base: Path) -> LoadedData:
     if kind == "imdb":
         p = _resolve(base, spec.path, f"imdb/{spec.split}.jsonl.gz")
         return load_imdb_folder(p, spec.split) if p.is_dir() else load_imdb_jsonl(p, spec.split)
