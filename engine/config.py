@@ -18,8 +18,20 @@ DEFAULT_PRESET = "offline"
 DATASETS = ("imdb", "imdb-folder", "csv", "sst2", "glue-sst2", "rt-polarity", "hf")
 
 
+NAME_PATTERN = r"^[\w.\-]+$"   # letters, digits, '_', '.', '-'; and not only dots (see _name)
+
+
+def _name(v: str) -> str:
+    """Names end up in file and folder names (exports): '.' or '..' would climb out."""
+    if set(v) == {"."}:
+        raise ValueError(f"name {v!r} must hold a letter or digit")
+    return v
+
+
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: TOML values are typed, so a string where a number or a boolean belongs is an error
+    # (lax parsing would read trust_remote_code = "yes" as true)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class DataSpec(_Strict):
@@ -29,6 +41,14 @@ class DataSpec(_Strict):
     text_column: str = "text"        # csv
     label_column: str = "label"      # csv
     hf_name: str = "imdb"            # hf: dataset id on the hub
+
+    @field_validator("path")
+    @classmethod
+    def _inside(cls, v: str | None) -> str | None:
+        if v is not None and (Path(v).is_absolute() or ".." in Path(v).parts or v.startswith("~")):
+            raise ValueError(f"path {v!r} must be relative to the data folder and stay inside it;"
+                             " point --data-path (or SHAPDIFF_DATA) at the folder that holds the file")
+        return v
 
 
 class SampleSpec(_Strict):
@@ -45,13 +65,15 @@ class SampleSpec(_Strict):
 
 
 class ModelSpec(_Strict):
-    name: str = Field(min_length=1, pattern=r"^[\w.\-]+$")
+    name: str = Field(min_length=1, pattern=NAME_PATTERN)
     source: str = Field(min_length=1)         # hub id, local folder, or zoo:RECIPE
     role: Literal["reference", "compressed"] = "compressed"
     variant: str = ""                         # '' | int8 | prune:0.3
     positive_label: str | int | None = None
     trust_remote_code: bool = False
     allow_pickle: bool = False
+
+    _name_ok = field_validator("name")(classmethod(lambda cls, v: _name(v)))
 
     @field_validator("variant")
     @classmethod
@@ -88,13 +110,15 @@ class ExplainSpec(_Strict):
 
 
 class Preset(_Strict):
-    name: str = Field(min_length=1, pattern=r"^[\w.\-]+$")
+    name: str = Field(min_length=1, pattern=NAME_PATTERN)
     description: str = ""
     data: DataSpec = DataSpec()
     sample: SampleSpec = SampleSpec()
     models: list[ModelSpec] = Field(min_length=1)
     predict: PredictSpec = PredictSpec()
     explain: ExplainSpec = ExplainSpec()
+
+    _name_ok = field_validator("name")(classmethod(lambda cls, v: _name(v)))
 
     @model_validator(mode="after")
     def _models(self) -> "Preset":
@@ -128,6 +152,9 @@ def _format_errors(source: str, exc: ValidationError) -> str:
             lines.append(f"  {loc}: missing field")
         else:
             msg = err["msg"].removeprefix("Value error, ")
+            if err["type"].endswith("_type") or err["type"] in ("literal_error", "string_pattern_mismatch"):
+                got = repr(err.get("input"))
+                msg += f" (got {got[:60] + '...' if len(got) > 60 else got})"
             lines.append(f"  {loc}: {msg}")
     return f"invalid preset {source}:\n" + "\n".join(lines)
 
