@@ -81,6 +81,7 @@ class Recipe:
     warmup: float = 0.1
     temperature: float = 2.0
     alpha: float = 0.5          # student: weight of the soft (teacher) loss; 1 - alpha on labels
+    freeze_embeddings: bool = False  # the embeddings stay as they are (cheaper steps)
     freeze_layers: int = 0      # >0: the embeddings and the first k encoder layers stay as they are
     train_dtype: str = "bf16"
     seed: int = 0
@@ -88,6 +89,7 @@ class Recipe:
     eval_seed: int = 42
     eval_max_length: int = 256
     eval_dtype: str = "bf16"
+    eval_truncation: str = "head"   # what the pipeline's predictions see (engine.predict)
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -125,6 +127,8 @@ def validate(r: Recipe) -> None:
     _check(16 <= r.max_length <= 512, f"max_length = {r.max_length}", "use 16..512 tokens")
     _check(16 <= r.eval_max_length <= 512, f"eval_max_length = {r.eval_max_length}", "use 16..512 tokens")
     _check(r.truncation in TRUNCATIONS, f"truncation = {r.truncation!r}", f"use one of {TRUNCATIONS}")
+    _check(r.eval_truncation in TRUNCATIONS, f"eval_truncation = {r.eval_truncation!r}",
+           f"use one of {TRUNCATIONS}")
     _check(1 <= r.epochs <= 100, f"epochs = {r.epochs}", "use 1..100 epochs")
     _check(1 <= r.batch_size <= 1024, f"batch_size = {r.batch_size}", "use 1..1024")
     _check(0 < r.lr < 1, f"lr = {r.lr}", "use a learning rate in (0, 1), e.g. 1e-4")
@@ -378,7 +382,7 @@ class _Trainer:
 
         r = self.recipe
         model = self.model
-        if r.freeze_layers > 0:  # no gradient flows below the first trained layer: cheaper steps
+        if r.freeze_layers > 0 or r.freeze_embeddings:  # no gradient below the first trained layer
             frozen = _layer_prefixes(model, r.freeze_layers)
             for name, p in model.named_parameters():
                 if any(name.startswith(f) for f in frozen):
@@ -455,8 +459,8 @@ def _thin(curve: list[float], keep: int = 50) -> list[float]:
 
 
 def _infer_logits(model: Any, seqs: list[list[int]], pad_id: int, *, bf16: bool, batch_size: int = 64,
-                  cancel: CancelToken = NEVER) -> Any:
-    """Logits (fp32 tensor, input order) in length-sorted batches."""
+                  cancel: CancelToken = NEVER, report: Any = None) -> Any:
+    """Logits (fp32 tensor, input order) in length-sorted batches; ``bf16``: autocast."""
     import torch
 
     order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
@@ -468,6 +472,9 @@ def _infer_logits(model: Any, seqs: list[list[int]], pad_id: int, *, bf16: bool,
             idx = order[b:b + batch_size]
             ids, mask = _collate([seqs[i] for i in idx], pad_id)
             out[idx] = model(input_ids=ids, attention_mask=mask).logits.float()
+            done = min(b + batch_size, len(order))
+            if report is not None and ((b // batch_size) % 8 == 7 or done == len(order)):
+                report(done, len(order))
     return out
 
 
@@ -492,39 +499,32 @@ def _kl(student_logits: Any, teacher_logits: Any, temperature: float) -> float:
 
 # -- evaluation -----------------------------------------------------------------------
 
-def evaluate(loaded: Any, data: _Data, *, max_length: int, cancel: CancelToken = NEVER,
+def evaluate(loaded: Any, data: _Data, *, max_length: int, truncation: str = "head", cancel: CancelToken = NEVER,
              on_progress: ProgressCallback = no_progress, task: str = "") -> dict[str, Any]:
-    """Accuracy of a LoadedModel on ``data`` with the pipeline's own predict_texts (head
-    truncation), in length-sorted chunks so progress can be reported."""
+    """Accuracy of a LoadedModel on ``data`` in length-sorted batches. With ``head`` the
+    model sees what the pipeline's predictions see: the first ``max_length`` tokens
+    ([CLS]/[SEP] included), as the tokenizer's own truncation cuts them."""
+    import torch
+
     t0 = time.perf_counter()
-    order = sorted(range(len(data.texts)), key=lambda i: len(data.texts[i]))
-    with _quiet_transformers():
-        preds = _predict_chunks(loaded, data, order, max_length, cancel, on_progress, task, t0)
-    correct = sum(int(preds[i] == data.labels[i]) for i in range(len(data.labels)))
+    seqs = encode(loaded.tokenizer, data.texts, max_length, truncation)
+
+    def report(done: int, total: int) -> None:
+        on_progress(Progress("zoo", f"{task}: evaluating {done}/{total}", done, total, task,
+                             {"elapsed_s": time.perf_counter() - t0}))
+
+    logits = _infer_logits(loaded.model, seqs, loaded.tokenizer.pad_token_id, bf16=False, batch_size=32,
+                           cancel=cancel, report=report)
+    pred = (logits.argmax(-1) == loaded.positive_index).long()
+    correct = int((pred == torch.tensor(data.labels)).sum())
     return {"accuracy": round(correct / len(data.labels), 4), "correct": correct, "n": len(data.labels),
             "seconds": round(time.perf_counter() - t0, 2)}
-
-
-def _predict_chunks(loaded: Any, data: _Data, order: list[int], max_length: int, cancel: CancelToken,
-                    on_progress: ProgressCallback, task: str, t0: float) -> dict[int, int]:
-    from engine.predict import predict_texts
-
-    preds: dict[int, int] = {}
-    chunk = 128
-    for c in range(0, len(order), chunk):
-        idx = order[c:c + chunk]
-        got = predict_texts(loaded, [data.texts[i] for i in idx], max_length=max_length, batch_size=32,
-                            cancel=cancel)
-        preds.update({i: p.pred for i, p in zip(idx, got)})
-        on_progress(Progress("zoo", f"{task}: evaluating {len(preds)}/{len(order)}", len(preds), len(order),
-                             task, {"elapsed_s": time.perf_counter() - t0}))
-    return preds
 
 
 def _eval_block(r: Recipe, result: dict[str, Any], dtype: str) -> dict[str, Any]:
     return {"dataset": "imdb", "split": "test", "file": "imdb/test.jsonl.gz", "n": r.eval_n, "seed": r.eval_seed,
             "sampling": "engine.datasets.balanced_sample", "max_length": r.eval_max_length,
-            "truncation": "head", "dtype": dtype, **result}
+            "truncation": r.eval_truncation, "dtype": dtype, **result}
 
 
 def _load_eval_model(folder: Path, name: str, dtype: str) -> Any:
@@ -644,7 +644,7 @@ def _build_teacher(r: Recipe, out: Path, data_path: Path | None, on_progress: Pr
     train_s = time.perf_counter() - t0
     on_progress(Progress("zoo", f"teacher: evaluating on {r.eval_n} IMDB test reviews", 0, r.eval_n, "teacher"))
     result = evaluate(_load_eval_model(out, "teacher", r.eval_dtype), test, max_length=r.eval_max_length,
-                      cancel=cancel, on_progress=on_progress, task="teacher")
+                      truncation=r.eval_truncation, cancel=cancel, on_progress=on_progress, task="teacher")
     card = _common_card(r, data)
     card.update({
         "base": {"package": WEIGHTS_PACKAGE if r.base is None else None, "folder": str(base),
@@ -689,7 +689,7 @@ def _build_student(r: Recipe, teacher_folder: Path, out: Path, data_path: Path |
     train_s = time.perf_counter() - t0
     on_progress(Progress("zoo", f"student: evaluating on {r.eval_n} IMDB test reviews", 0, r.eval_n, "student"))
     result = evaluate(_load_eval_model(out, "student", r.eval_dtype), test, max_length=r.eval_max_length,
-                      cancel=cancel, on_progress=on_progress, task="student")
+                      truncation=r.eval_truncation, cancel=cancel, on_progress=on_progress, task="student")
     teacher_card = json.loads((teacher_folder / CARD).read_text())
     card = _common_card(r, data)
     card.update({
@@ -756,8 +756,8 @@ def ensure_variant(workspace: Workspace, name: str, teacher: str | Recipe = "tea
             variant.model.to(torch.bfloat16)
             variant.dtype = dtype = "bf16"
         on_progress(Progress("zoo", f"{name}: evaluating on {t.eval_n} IMDB test reviews", 0, t.eval_n, name))
-        result = evaluate(variant, test, max_length=t.eval_max_length, cancel=cancel, on_progress=on_progress,
-                          task=name)
+        result = evaluate(variant, test, max_length=t.eval_max_length, truncation=t.eval_truncation,
+                          cancel=cancel, on_progress=on_progress, task=name)
         teacher_card = json.loads((teacher_folder / CARD).read_text())
         size = (_serialized_size(variant.model) if spec == "int8"
                 else int(teacher_card.get("size_bytes") or _folder_size(teacher_folder)))
