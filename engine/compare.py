@@ -818,6 +818,7 @@ class PairReport(_Dict):
     triage: list[TriageRow]
     noise_n: int = 0
     notes: list[str] = field(default_factory=list)
+    noise_identical: bool = False   # the noise-seed explanations equal the main ones: a zero floor
 
     def summary_dict(self) -> dict[str, Any]:
         """The compact form (what `shapdiff compare --json` prints): no per-review rows."""
@@ -833,7 +834,7 @@ class PairReport(_Dict):
         return json_safe({
             "experiment": self.experiment, "ref": self.ref, "other": self.other, "level": self.level,
             "settings_hash": self.settings_hash, "noise_hash": self.noise_hash,
-            "n_reviews": self.n_reviews, "noise_n": self.noise_n, "n_boot": self.n_boot, "seed": self.seed,
+            "n_reviews": self.n_reviews, "noise_n": self.noise_n, "noise_identical": self.noise_identical, "n_boot": self.n_boot, "seed": self.seed,
             "magnitude": {"raw": self.magnitude.raw.to_dict(), "normalised": self.magnitude.normalised.to_dict()},
             "agreement": agr,
             "faithfulness": {k: (v.to_dict() if v is not None else None) for k, v in self.faithfulness.items()},
@@ -906,6 +907,13 @@ def pair_report(store: Store, experiment: str | None = None, ref: str | None = N
     elif not en:
         notes.append(f"no noise floor: {ctx.ref} was not re-explained with the noise seed")
     en = {r: en[r] for r in ids if r in en}
+    noise_identical = bool(en) and all(_same_values(ea[r], en[r]) for r in en)
+    if noise_identical:
+        notes.append(
+            f"the noise floor is zero: {ctx.ref}'s re-explanation with the noise seed is identical to its main "
+            "explanation (the explainer is deterministic at these settings), so it measures no explainer noise "
+            "and any difference counts as beyond it; a floor that also covers the budget's approximation needs "
+            "a re-explanation with another max_evals")
     reviews = store.reviews(ids)
     texts = {r: (reviews[r]["text"] if r in reviews else None) for r in ids}
     labels = {r: int(reviews[r]["label"]) for r in ids if r in reviews}
@@ -976,7 +984,12 @@ def pair_report(store: Store, experiment: str | None = None, ref: str | None = N
     tri = _triage_rows(ids, labels, pa, pb, spear)
     return PairReport(ctx.experiment, ctx.ref, ctx.other, ctx.ref_id, ctx.other_id, level, ctx.settings_hash,
                       ctx.noise_hash, len(ids), ids, min_freq, n_boot, seed, tops, dists, diffs, magnitude,
-                      agreement, faith, tri, len(en), notes)
+                      agreement, faith, tri, len(en), notes, noise_identical)
+
+
+def _same_values(a: Mapping[str, Any], b: Mapping[str, Any], tol: float = 1e-9) -> bool:
+    ta, tb = a["tokens"], b["tokens"]
+    return len(ta) == len(tb) and all(abs(x["value"] - y["value"]) <= tol for x, y in zip(ta, tb))
 
 
 def _norm(m: float | None, gap: float | None) -> float | None:

@@ -361,3 +361,14 @@ def test_cli_compare_json_and_text(demo_ws, capsys) -> None:
     assert "magnitude" in text and "noise floor" in text and "faithfulness" in text
     assert main(["compare", "--workspace", str(demo_ws), "--other", "nobody"]) == 2
     assert "no model named 'nobody'" in capsys.readouterr().err
+
+
+def test_identical_noise_explanations_are_flagged(tmp_path) -> None:
+    rng = np.random.default_rng(5)
+    ref = _random_vals(rng, 5)
+    other = [list(rng.permutation(v)) for v in ref]
+    with make_experiment(tmp_path, ref, other, [list(v) for v in ref]) as store:
+        rep = pair_report(store, "t", n_boot=50)
+    assert rep.noise_identical and rep.summary_dict()["noise_identical"] is True
+    assert any("noise floor is zero" in n for n in rep.notes)
+    assert rep.agreement["word"].noise["spearman"].mean == pytest.approx(1.0)
