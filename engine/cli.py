@@ -72,7 +72,8 @@ def _open_existing_store(args: argparse.Namespace):
     if not ws.db_path.exists():
         raise BadInput(f"no results in {ws.root} (no shapdiff.db)",
                        "run `shapdiff run` first, or pass --workspace DIR of an earlier run")
-    return open_store(ws.db_path)
+    # results on a read-only disk can still be read
+    return open_store(ws.db_path, readonly=not os.access(ws.root, os.W_OK))
 
 
 # -- run / metrics ----------------------------------------------------------------------

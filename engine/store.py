@@ -7,6 +7,7 @@ batch, an explanation with all its token rows) is stored whole or not at all.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Sequence
@@ -30,7 +31,11 @@ def now() -> str:
 
 def _connect(path: Path, readonly: bool) -> sqlite3.Connection:
     if readonly:
-        uri = f"file:{path}?mode=ro"
+        # On a read-only folder (a read-only mount, a copy on a DVD) SQLite cannot create the
+        # WAL's -shm file, so a plain read-only open fails; nobody can write there, so the
+        # file can be opened as immutable.
+        immutable = "&immutable=1" if not os.access(path.parent, os.W_OK) else ""
+        uri = f"file:{path}?mode=ro{immutable}"
         conn = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_MS / 1000)
     else:
         conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_MS / 1000)
