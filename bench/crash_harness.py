@@ -210,7 +210,10 @@ def run_once(cmd: list[str], kill: tuple[str, float, float] | None) -> tuple[str
 # -- checks ---------------------------------------------------------------------------------
 
 def _connect(db: Path) -> sqlite3.Connection:
-    conn = sqlite3.connect(str(db), timeout=30)
+    if os.access(db.parent, os.W_OK):
+        conn = sqlite3.connect(str(db), timeout=30)
+    else:  # a read-only disk: no -shm can be made, nobody can write
+        conn = sqlite3.connect(f"file:{db}?mode=ro&immutable=1", uri=True)
     conn.row_factory = sqlite3.Row
     return conn
 
