@@ -67,7 +67,7 @@ def _check_review(text: str, label: object, where: str) -> int:
                        "the text field must hold the review as a string")
     if "\x00" in text:
         raise BadInput(f"{where}: the review contains NUL bytes", "remove the NUL characters from that line")
-    if not text.strip():
+    if not _BR.sub("", text).strip():  # only whitespace (or only <br /> tags)
         raise BadInput(f"{where}: the review is empty", "remove or fill in that line")
     try:
         text.encode("utf-8")
