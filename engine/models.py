@@ -222,6 +222,9 @@ def load_classifier(
 
     try:
         config = AutoConfig.from_pretrained(folder, trust_remote_code=trust_remote_code)
+    except OSError as exc:  # config.json that is not JSON (a half-copied folder)
+        raise BadInput(f"cannot read the model config in {folder}: {exc}",
+                       "the folder looks incomplete or damaged; copy or build it again") from None
     except ValueError as exc:
         raise BadInput(f"cannot read the model config in {folder}: {exc}",
                        "if the model needs its own code, set trust_remote_code = true in the preset "
@@ -229,10 +232,21 @@ def load_classifier(
     labels = [config.id2label[i] for i in sorted(config.id2label)] if config.id2label else []
     positive_index = resolve_positive_index(labels, positive_label)
     tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
-    model = AutoModelForSequenceClassification.from_pretrained(
-        folder, trust_remote_code=trust_remote_code, use_safetensors=has_safetensors,
-        dtype=torch_dtype(dtype),
-    )
+    import pickle
+
+    from safetensors import SafetensorError
+
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(
+            folder, trust_remote_code=trust_remote_code, use_safetensors=has_safetensors,
+            dtype=torch_dtype(dtype),
+        )
+    except (SafetensorError, pickle.UnpicklingError, EOFError, OSError) as exc:
+        # truncated or damaged weights; or a pickle that torch's weights_only loader refuses
+        # because it would run code (even with allow_pickle, only plain tensors are unpickled)
+        raise BadInput(f"cannot load the weights in {folder}: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}",
+                       "the weight files look incomplete, damaged or unsafe; copy or build the model again "
+                       "(safetensors preferred)") from None
     dev = pick_device(device)
     model.to(dev).eval()
     limit = getattr(config, "max_position_embeddings", 512) or 512
