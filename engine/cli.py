@@ -200,6 +200,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_zoo_parser(sub, _common)
     # -- explain + bench (engine/explain.py, engine/bench.py) --------------------------
+    from engine.bench import add_bench_parser
+    from engine.explain import add_explain_parser
+
+    add_explain_parser(sub, _common)
+    add_bench_parser(sub, _common)
     # -- compare (engine/compare.py) ----------------------------------------------------
     from engine.compare import add_compare_parser
 

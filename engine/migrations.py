@@ -149,3 +149,16 @@ def m002_faithfulness(db: Database) -> None:
         CREATE INDEX faithfulness_model ON faithfulness(model_id, settings_hash);
         """
     )
+
+
+@migrations()
+def m003_explanation_budget(db: Database) -> None:
+    """Per explanation: tokens before truncation, evaluation budget per feature, and whether
+    the Partition hierarchy was expanded down to single tokens (engine.explain)."""
+    db.executescript(
+        """
+        ALTER TABLE explanations ADD COLUMN tokens_total INTEGER;      -- tokens before truncation
+        ALTER TABLE explanations ADD COLUMN budget_per_token REAL;     -- max_evals / features
+        ALTER TABLE explanations ADD COLUMN complete INTEGER;          -- 1: no flat blocks
+        """
+    )
