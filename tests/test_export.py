@@ -165,8 +165,10 @@ def test_refuses_a_folder_that_is_not_an_export(demo_ws: Path, tmp_path: Path) -
 def test_cli_json_and_bad_input(demo_ws: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "cli"
     assert main(["export", "--workspace", str(demo_ws), "--out", str(out), "--other", "student",
-                 "--format", "png", "--json", "--quiet"]) == 0
-    data = json.loads(capsys.readouterr().out)
+                 "--format", "png", "--json"]) == 0
+    cap = capsys.readouterr()
+    data = json.loads(cap.out)       # stdout holds only the JSON; progress went to stderr as plain lines
+    assert "[export] teacher vs student: figures" in cap.err and "\x1b[" not in cap.err
     assert data["status"] == "written" and data["pairs"] == ["teacher vs student"]
     assert "teacher-vs-student/statistics.json" in data["files"] and REPORT in data["files"]
     assert main(["export", "--workspace", str(demo_ws), "--out", str(tmp_path / "x"), "--format", "gif"]) == 2
