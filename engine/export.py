@@ -316,6 +316,10 @@ def export_experiment(store: Store, out: str | Path, *, experiment: str | None =
         stage.write_text(MANIFEST, json_text(manifest))
         files = stage.files()
         status = _commit(stage.root, out, files, force)
+    except OSError as exc:
+        raise ShapdiffError(f"the export to {out} failed: {exc.strerror or exc}",
+                            "check the disk space and permissions of --out; run the export again "
+                            "(with --force if part of it was written)") from exc
     finally:
         shutil.rmtree(stage_root, ignore_errors=True)
     on_progress(Progress("export", f"export {status}: {len(files)} files in {out}", 1, 1, "commit"))

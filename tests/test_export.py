@@ -209,3 +209,20 @@ def test_export_figures_is_one_code_path(tmp_path: Path) -> None:
     with pytest.raises(BadInput):
         parse_formats("png,jpeg")
     assert parse_formats(" PNG, svg,png ") == ("png", "svg")
+
+
+def test_a_failed_write_exits_1_and_says_what_to_do(demo_ws: Path, tmp_path: Path, monkeypatch, capsys) -> None:
+    import errno
+
+    import engine.export as export
+
+    def full_disk(src, dst):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(export.os, "replace", full_disk)
+    code = main(["export", "--workspace", str(demo_ws), "--out", str(tmp_path / "o"), "--other", "student",
+                 "--format", "svg", "--quiet"])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "No space left on device" in err and "what to do" in err and "Traceback" not in err
+    assert not list(tmp_path.glob(".shapdiff-export-*"))
