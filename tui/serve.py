@@ -91,6 +91,12 @@ def serve_command(args: Any) -> int:
     host = args.host.strip("[]")
     url = args.public_url or f"http://{'[' + host + ']' if ':' in host else host}:{args.port}"
     print(f"serving the shapdiff app for {ws.root} on {url} (Ctrl+C stops)", file=sys.stderr, flush=True)
+    if not is_local_host(host):
+        print("warning: anyone who can reach this address can drive the app (it computes and writes here)",
+              file=sys.stderr, flush=True)
+        if not args.public_url and host in ("0.0.0.0", "::"):
+            print("  browsers need the machine's own address: pass --public-url http://NAME:PORT",
+                  file=sys.stderr, flush=True)
     try:
         make_server(command, host, args.port, public_url=url).serve()
     finally:
