@@ -106,7 +106,20 @@ class ExplainSpec(_Strict):
     dtype: Literal["fp32", "bf16"] = "fp32"
     max_length: int | None = Field(None, ge=8, le=8192)   # default: the predict max_length
     device: str | None = None
-    noise_seed: int | None = 1        # re-explain the reference with this seed (noise floor); None: skip
+    # The noise floor: the reference is explained again with this seed and budget, and its
+    # agreement with itself is the floor a difference between two models must exceed.
+    # shap's Partition explainer is deterministic but for tie-breaking, so the re-run also
+    # changes the budget (default 2 x max_evals): the floor measures the explainer's
+    # approximation noise at this budget. None: no noise floor.
+    noise_seed: int | None = 1
+    noise_max_evals: int | None = Field(None, ge=10)
+
+    def noise_spec(self) -> "ExplainSpec | None":
+        """The settings of the noise-floor re-explanation (None when switched off)."""
+        if self.noise_seed is None:
+            return None
+        return self.model_copy(update={"seed": self.noise_seed,
+                                       "max_evals": self.noise_max_evals or 2 * self.max_evals})
 
 
 class Preset(_Strict):

@@ -98,8 +98,14 @@ def load_model(workspace: Workspace, spec: ModelSpec, preset: Preset, *, data_pa
 
 
 def explain_hash(preset: Preset, seed: int | None = None) -> str:
-    """The settings hash of the preset's explanations (with another seed: the noise floor's)."""
-    spec = preset.explain if seed is None else preset.explain.model_copy(update={"seed": seed})
+    """The settings hash of the preset's explanations; with ``seed`` equal to the preset's
+    noise_seed, the noise-floor re-explanation's (its own seed and budget)."""
+    if seed is None:
+        spec = preset.explain
+    elif seed == preset.explain.noise_seed:
+        spec = preset.explain.noise_spec()
+    else:
+        spec = preset.explain.model_copy(update={"seed": seed})
     max_length = preset.explain.max_length or preset.predict.max_length
     try:
         from engine.explain import explain_settings
@@ -197,8 +203,8 @@ def _explain(store: Store, workspace: Workspace, spec: ModelSpec, preset: Preset
                             on_progress=on_progress, cancel=cancel)
         store.upsert_model(loaded.store_row())
     specs = [preset.explain]
-    if spec.role == "reference" and preset.explain.noise_seed is not None:
-        specs.append(preset.explain.model_copy(update={"seed": preset.explain.noise_seed}))
+    if spec.role == "reference" and preset.explain.noise_spec() is not None:
+        specs.append(preset.explain.noise_spec())
     for es in specs:
         res = explain_sample(store, loaded, explain_ids, es, max_length=max_length,
                              on_progress=on_progress, cancel=cancel)

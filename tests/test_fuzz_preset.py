@@ -25,7 +25,7 @@ KEYS = {
     "sample": ["metrics_n", "explain_n", "seed"],
     "models": ["name", "source", "role", "variant", "positive_label", "trust_remote_code", "allow_pickle"],
     "predict": ["max_length", "batch_size", "dtype", "device"],
-    "explain": ["mode", "max_evals", "output", "seed", "batch_size", "dtype", "max_length", "device", "noise_seed"],
+    "explain": ["mode", "max_evals", "output", "seed", "batch_size", "dtype", "max_length", "device", "noise_seed", "noise_max_evals"],
 }
 
 
