@@ -30,6 +30,7 @@ class ModelSummary:
     prediction_reused: int = 0
     explained: int = 0
     explanation_reused: int = 0
+    faithfulness: int = 0
 
 
 @dataclass
@@ -42,7 +43,7 @@ class RunSummary:
 
     @property
     def computed(self) -> int:
-        return sum(m.predicted + m.explained for m in self.models)
+        return sum(m.predicted + m.explained + m.faithfulness for m in self.models)
 
 
 def with_overrides(preset: Preset, metrics_n: int | None = None, explain_n: int | None = None,
@@ -166,6 +167,10 @@ def run_experiment(preset: Preset, workspace: Workspace, *, data_path: str | Pat
             if mid and store.model(mid):
                 missing_pred = set(metric_ids) - store.predicted_ids(mid, p_hash)
                 missing_expl = any(set(explain_ids) - store.explained_ids(mid, h) for h in e_hashes)
+                if e_hashes and not missing_expl:
+                    from engine.faithfulness import missing_faithfulness
+
+                    missing_expl = bool(missing_faithfulness(store, mid, e_hashes[0], explain_ids))
                 if not missing_pred and not missing_expl:
                     ms.model_id = mid
                     ms.prediction_reused = len(metric_ids)
@@ -210,6 +215,12 @@ def _explain(store: Store, workspace: Workspace, spec: ModelSpec, preset: Preset
                              on_progress=on_progress, cancel=cancel)
         ms.explained += res.computed
         ms.explanation_reused += res.skipped
+    # Faithfulness (ERASER comprehensiveness / sufficiency) of the main explanations.
+    from engine.faithfulness import faithfulness_sample
+
+    faith = faithfulness_sample(store, loaded, explain_ids, explain_hash(preset),
+                                batch_size=preset.explain.batch_size, on_progress=on_progress, cancel=cancel)
+    ms.faithfulness += faith.computed
 
 
 def require_experiment(store: Store, name: str | None) -> str:

@@ -133,3 +133,31 @@ def test_bad_input_exits_2_with_a_message(case: str, expect: str, tmp_path: Path
 def test_metrics_on_empty_workspace(tmp_path: Path, capsys) -> None:
     assert main(["metrics", "--workspace", str(tmp_path)]) == 2
     assert "shapdiff run" in capsys.readouterr().err
+
+
+def test_full_run_explains_with_noise_floor_and_faithfulness(tmp_path: Path, tiny_model_dir: Path,
+                                                             shared_data: Path) -> None:
+    from engine.jobs import explain_hash
+
+    preset_file = write_preset(tmp_path / "p.toml", tiny_model_dir, n=6, extra_models=f"""
+[[models]]
+name = "ref-int8"
+source = "{tiny_model_dir}"
+variant = "int8"
+""")
+    preset_file.write_text(preset_file.read_text() + "\n[explain]\nmax_evals = 40\nmax_length = 32\n")
+    preset = load_preset(preset_file)
+    ws = Workspace(tmp_path / "ws")
+    s1 = run_experiment(preset, ws, data_path=shared_data)
+    ref, other = s1.models
+    assert ref.explained == 4 and other.explained == 2      # the reference twice: main + noise floor
+    assert ref.faithfulness == 2 and other.faithfulness == 2
+    with open_store(ws.db_path) as st:
+        main, noise = explain_hash(preset), explain_hash(preset, preset.explain.noise_seed)
+        assert main != noise
+        assert st.explained_ids(ref.model_id, main) == st.explained_ids(ref.model_id, noise) == set(
+            st.sample_ids("tiny", "explain"))
+        e = st.explanation(ref.model_id, st.sample_ids("tiny", "explain")[0], noise)
+        assert e["max_evals"] == 80 and e["settings"]["seed"] == 1
+    s2 = run_experiment(preset, ws, data_path=shared_data)
+    assert s2.computed == 0
