@@ -64,7 +64,7 @@ def test_real_app_in_tmux(tmp_path):
         tmux("send-keys", "-t", session, "k")
         time.sleep(0.5)
         tmux("send-keys", "-t", session, "2")
-        screen = wait_for(session, "top towards negative", MARKUP_ID)
+        screen = wait_for(session, "top → negative", MARKUP_ID)
         assert MARKUP_ID in screen and "teacher" in screen and "student" in screen
         colours = capture(session, escapes=True)
         assert "48;5;" in colours and "38;2;" not in colours   # 256-colour codes, no truecolor

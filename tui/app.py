@@ -8,6 +8,7 @@ at load: they are imported inside background workers when a job needs them.
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 import threading
@@ -35,7 +36,7 @@ from engine.workspace import Workspace, resolve_workspace
 from tui import jobs, render
 from tui.plots import PlotGrid, review_tokens_spec
 from tui.screens import ErrorDialog, HelpScreen, PairScreen
-from tui.widgets import ReviewList
+from tui.widgets import ReviewList, TextView
 
 TABS = ("reviews", "compare", "metrics", "plots")
 LABEL_CYCLE = (None, 1, 0)
@@ -137,10 +138,8 @@ class ShapdiffApp(App[int]):
                 yield Static(id="compare-summary")
                 yield Static(id="legend")
                 with Horizontal(id="sides"):
-                    with VerticalScroll(id="side-ref", classes="side"):
-                        yield Static(id="ref-body")
-                    with VerticalScroll(id="side-other", classes="side"):
-                        yield Static(id="other-body")
+                    yield TextView(id="ref-body", classes="side")
+                    yield TextView(id="other-body", classes="side")
             with TabPane("Metrics", id="metrics"):
                 with VerticalScroll(id="metrics-scroll"):
                     yield Static(id="metrics-table")
@@ -155,8 +154,11 @@ class ShapdiffApp(App[int]):
     def on_mount(self) -> None:
         self.query_one("#search", Input).cursor_blink = False
         self.query_one("#jobbar").display = False
+        lst = self.query_one(ReviewList)
+        lst.on_cursor = self._cursor_moved
         self.reload(initial=True)
-        self.query_one(ReviewList).focus()
+        lst.focus()
+        self.call_after_refresh(self._freeze_heap)
 
     # -- data -----------------------------------------------------------------------------------
 
@@ -261,23 +263,25 @@ class ShapdiffApp(App[int]):
     def _update_preview(self) -> None:
         box = self.query_one("#preview", Static)
         if not (self.store and self.ctx and self.current):
-            box.update("")
+            box.update("", layout=False)
             return
         detail = browse.review_detail(self.store, self.ctx, self.current, [])
         if detail is None:
-            box.update("")
+            box.update("", layout=False)
             return
         t = render.review_summary(detail, [(m.name, m.role) for m in self.ctx.models])
         t.append("\n")
         t.append(" ".join(detail.text.split())[:400], style="dim")
-        box.update(t)
+        box.update(t, layout=False)          # fixed height: no layout pass on every move
 
     def _draw_empty_panes(self) -> None:
         msg = Text("no results in this workspace yet (R runs the default experiment)", style="italic")
         for sel in ("#compare-summary", "#metrics-table"):
             self.query_one(sel, Static).update(msg)
-        for sel in ("#legend", "#ref-body", "#other-body", "#pair-report", "#preview", "#list-header"):
+        for sel in ("#legend", "#pair-report", "#preview", "#list-header"):
             self.query_one(sel, Static).update("")
+        for sel in ("#ref-body", "#other-body"):
+            self.query_one(sel, TextView).update("")
         self.query_one(PlotGrid).set_specs({}, "no results yet")
 
     # -- metrics, pair report and plots (background: sklearn/scipy load there) ---------------------
@@ -325,6 +329,13 @@ class ShapdiffApp(App[int]):
         except Exception as exc:  # noqa: BLE001 - shown in a dialog, never a crash
             self.post_message(StatsReady(gen, key, "error", exc))
 
+    @staticmethod
+    def _freeze_heap() -> None:
+        """Move everything allocated so far (modules, widgets, the engine's imports) out of the
+        garbage collector's sight: a full collection otherwise walks it all and stalls a
+        keypress by ~100 ms now and then (measured with bench/tui_bench.py)."""
+        gc.freeze()
+
     def on_stats_ready(self, message: "StatsReady") -> None:
         if message.gen != self._stats_gen:
             return                      # a newer request is on its way
@@ -332,6 +343,7 @@ class ShapdiffApp(App[int]):
             self._show_metrics(message.payload)
             return
         self.stats_pending = False
+        self._freeze_heap()
         if message.kind == "error":
             err = message.payload
             self.query_one("#metrics-table", Static).update(Text(f"statistics failed: {err}", style="italic"))
@@ -387,8 +399,9 @@ class ShapdiffApp(App[int]):
         summary = self.query_one("#compare-summary", Static)
         if not (self.store and self.ctx and q and self.current):
             summary.update(Text("no review selected", style="italic"))
-            for sel in ("#legend", "#ref-body", "#other-body"):
-                self.query_one(sel, Static).update("")
+            self.query_one("#legend", Static).update("")
+            for sel in ("#ref-body", "#other-body"):
+                self.query_one(sel, TextView).update("")
             return
         detail = browse.review_detail(self.store, self.ctx, self.current, [q.ref, q.other])
         if detail is None:
@@ -401,8 +414,10 @@ class ShapdiffApp(App[int]):
         if agree is not None:
             st.append("\n")
             st.append_text(agree)
-        summary.update(st)
-        self.query_one("#legend", Static).update(render.legend(scale, self.glyphs))
+        summary.update(st, layout=False)       # fixed height (3 lines): no layout pass
+        legend = (render.legend(scale, self.glyphs) if scale > 0 else
+                  Text("no attributions stored for this review (r computes them)", style="dim", end=""))
+        self.query_one("#legend", Static).update(legend, layout=False)
         for name, sel in ((q.ref, "#ref-body"), (q.other, "#other-body")):
             m = self.ctx.model(name)
             ex = detail.explanations.get(name)
@@ -414,10 +429,10 @@ class ShapdiffApp(App[int]):
                 parts = [head, Text(""), body]
             else:
                 body = render.review_text(detail.text, toks, scale, glyphs=self.glyphs, truncated=ex.truncated)
-                width = max(24, self.query_one(sel).parent.size.width - 3)
+                width = max(24, self.size.width // 2 - 4)     # one side's text width
                 parts = [head, Text(""), body, Text(""),
                          render.top_table(toks, scale, glyphs=self.glyphs, width=min(30, width // 2))]
-            self.query_one(sel, Static).update(Group(*parts))
+            self.query_one(sel, TextView).update(Group(*parts))
 
     def _review_agreement(self, detail: browse.ReviewDetail, q: browse.ReviewQuery) -> Text | None:
         compare = sys.modules.get("engine.compare")   # loaded by the stats worker; never imported here
@@ -445,9 +460,10 @@ class ShapdiffApp(App[int]):
 
     # -- list events ----------------------------------------------------------------------------
 
-    def on_review_list_highlighted(self, event: ReviewList.Highlighted) -> None:
-        if 0 <= event.index < len(self.ids):
-            self.current = self.ids[event.index]
+    def _cursor_moved(self, index: int) -> None:
+        """The list's cursor moved (called in the same frame): show that review."""
+        if 0 <= index < len(self.ids):
+            self.current = self.ids[index]
             if self.query_one(TabbedContent).active == "compare":
                 self.draw_compare()
             else:

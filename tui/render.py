@@ -155,8 +155,8 @@ def top_table(tokens: Sequence[Token], scale: float, k: int = 5, glyphs: bool = 
     pos, neg = top_tokens(tokens, k)
     t = Text(end="")
     t.append("top ", style="bold")
-    t.append("towards negative".ljust(width - 4), style="dim")
-    t.append("towards positive", style="dim")
+    t.append("→ negative".ljust(max(1, width - 4)), style="dim")
+    t.append("→ positive", style="dim")
     for i in range(max(len(pos), len(neg), 1)):
         t.append("\n")
         t.append_text(_tok_cell(neg[i] if i < len(neg) else None, scale, glyphs, width))

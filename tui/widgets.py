@@ -65,6 +65,9 @@ class ReviewList(ScrollView, can_focus=True):
         self._format: Callable[[int, ReviewRow, int], Text] | None = None
         self._pages: OrderedDict[int, Sequence[ReviewRow]] = OrderedDict()
         self.empty_message = "no reviews"
+        # Called synchronously when the cursor moves, so whatever shows the selected review
+        # is redrawn in the same frame as the cursor (a Highlighted message is posted too).
+        self.on_cursor: Callable[[int], None] | None = None
 
     def set_source(self, count: int, fetch: Callable[[int, int], Sequence[ReviewRow]],
                    format_row: Callable[[int, ReviewRow, int], Text], *, cursor: int = 0) -> None:
@@ -132,6 +135,8 @@ class ReviewList(ScrollView, can_focus=True):
         self.refresh(Region(0, old - top, self.size.width, 1))
         self.refresh(Region(0, new - top, self.size.width, 1))
         self._scroll_to_cursor()
+        if self.on_cursor is not None:
+            self.on_cursor(new)
         self.post_message(self.Highlighted(new))
 
     def _scroll_to_cursor(self) -> None:
@@ -178,3 +183,61 @@ class ReviewList(ScrollView, can_focus=True):
 
 def cursor_style() -> Style:
     return Style(reverse=True)
+
+
+class TextView(ScrollView, can_focus=True):
+    """A scrollable view of one Rich renderable, pre-rendered to lines at the view's width.
+
+    Unlike a Static in a scrolling container, updating it never changes the size of any
+    widget, so moving between reviews costs one frame (no second layout pass).
+    """
+
+    DEFAULT_CSS = """
+    TextView { height: 1fr; overflow-y: scroll; scrollbar-size-vertical: 1; }
+    """
+    BINDINGS = [
+        Binding("pagedown", "page_down", "Page down", show=False),
+        Binding("pageup", "page_up", "Page up", show=False),
+    ]
+
+    def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
+        super().__init__(id=id, classes=classes)
+        self.content: object = ""
+        self._lines: list[Strip] = []
+        self._width = 0
+
+    def update(self, renderable: object) -> None:
+        self.content = renderable
+        self._render_lines()
+        if self.scroll_offset.y:
+            self.scroll_to(y=0, animate=False, immediate=True)
+        self.refresh()
+
+    def _render_lines(self) -> None:
+        width = self.scrollable_content_region.width or self.size.width
+        self._width = width
+        if width <= 0:
+            self._lines = []
+            return
+        console = self.app.console
+        options = console.options.update(width=width, height=None, highlight=False)
+        lines = console.render_lines(self.content, options, style=self.rich_style, pad=True, new_lines=False)
+        self._lines = [Strip(line, width) for line in lines]
+        size = Size(width, len(self._lines))
+        if size != self.virtual_size:
+            # The scrollbar is always shown (overflow-y: scroll), so a new content height
+            # needs no layout pass: set the size quietly and update the scrollbar in place.
+            self.set_reactive(ScrollView.virtual_size, size)
+            self._scroll_update(size)
+
+    def on_resize(self, event: Resize) -> None:
+        if (self.scrollable_content_region.width or self.size.width) != self._width:
+            self._render_lines()
+            self.refresh()
+
+    def render_line(self, y: int) -> Strip:
+        index = self.scroll_offset.y + y
+        width = self.scrollable_content_region.width or self.size.width
+        if 0 <= index < len(self._lines):
+            return self._lines[index].crop_extend(0, width, self.rich_style)
+        return Strip.blank(width, self.rich_style)
