@@ -76,7 +76,7 @@ class Recipe:
     truncation: str = "head+tail"
     epochs: int = 1
     batch_size: int = 16
-    lr: float = 1e-4
+    lr: float = 2e-4
     weight_decay: float = 0.01
     warmup: float = 0.1
     temperature: float = 2.0
@@ -713,7 +713,10 @@ def variant_dir(workspace: Workspace, name: str, teacher: str | Recipe = "teache
     if name not in VARIANTS:
         raise BadInput(f"unknown zoo variant {name!r}", f"use one of: {', '.join(VARIANTS)}")
     t = as_recipe(teacher)
-    h = settings_hash({"teacher": recipe_hash(t), "variant": VARIANTS[name], "format": 1}, 12)
+    from engine.compress import INT8_QSCHEME
+
+    h = settings_hash({"teacher": recipe_hash(t), "variant": VARIANTS[name], "format": 1,
+                       **({"qscheme": INT8_QSCHEME} if "int8" in VARIANTS[name] else {})}, 12)
     return workspace.models_dir / f"{name}-{h}"
 
 

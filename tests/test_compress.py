@@ -39,6 +39,9 @@ def test_int8_replaces_linears_and_stays_close(loaded):
     assert any(type(m) is torch.nn.Linear for m in loaded.model.modules())
     ref, got = _logits(loaded), _logits(q)
     assert torch.allclose(ref, got, atol=0.05), (ref - got).abs().max()
+    assert "per_channel" in q.card["variant"]["steps"]["int8"]["weights"]
+    layer = q.model.bert.encoder.layer[0].attention.self.query
+    assert layer.weight().qscheme() == torch.per_channel_affine
     assert torch.equal(ref.argmax(-1), got.argmax(-1))
 
 
@@ -58,7 +61,7 @@ def test_prune_zeroes_the_asked_fraction_globally(loaded, fraction):
     assert torch.cat(kept).min() >= torch.cat(pruned).max()
     # the head is untouched
     assert torch.equal(p.model.classifier.weight, loaded.model.classifier.weight)
-    assert p.card["variant"]["prune"][f"prune:{fraction:g}"]["n_zeroed"] > 0
+    assert p.card["variant"]["steps"][f"prune:{fraction:g}"]["n_zeroed"] > 0
 
 
 def test_stacked_variant(loaded):
