@@ -251,3 +251,15 @@ def test_bf16_engine(loaded):
     assert next(loaded.model.parameters()).dtype == torch.float32
     exp = ex.explain_text(TEXTS["r2"])
     assert exp.additivity_error < 1e-4
+
+
+def test_bert_cls_shortcut_is_exact(loaded):
+    import torch
+
+    from engine.explain import ModelFunction
+
+    fast = ModelFunction(loaded.model, loaded.positive_index, "logit")
+    slow = ModelFunction(loaded.model, loaded.positive_index, "logit", shortcut=False)
+    assert fast.forward_name == "bert-cls-last-layer" and slow.forward_name == "model"
+    ids = torch.randint(1000, 5000, (5, 23)).numpy()
+    np.testing.assert_allclose(fast(ids), slow(ids), atol=1e-5)
