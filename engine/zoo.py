@@ -802,9 +802,10 @@ class ZooEntry:
     accuracy: float | None
     build_seconds: float | None
     card: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    current: bool | None = None   # built from the zoo's current default recipe (None: unknown)
 
     def row(self) -> dict[str, Any]:
-        return {"name": self.name, "recipe": self.recipe, "recipe_hash": self.recipe_hash,
+        return {"name": self.name, "recipe": self.recipe, "recipe_hash": self.recipe_hash, "current": self.current,
                 "folder": str(self.folder), "n_params": self.n_params, "size_bytes": self.size_bytes,
                 "accuracy": self.accuracy, "build_seconds": self.build_seconds,
                 "eval_n": self.card.get("eval", {}).get("n"), "created": self.card.get("created")}
@@ -827,13 +828,24 @@ def _entry(folder: Path) -> ZooEntry | None:
 _ORDER = {"teacher": 0, "student": 1, **{n: 2 + i for i, n in enumerate(VARIANTS)}}
 
 
+def _current_folders(workspace: Workspace) -> set[str] | None:
+    try:
+        return {model_dir(workspace, n).name for n in RECIPES} | {variant_dir(workspace, n).name for n in VARIANTS}
+    except BadInput:  # e.g. the weights package is not installed
+        return None
+
+
 def list_models(workspace: Workspace) -> list[ZooEntry]:
-    """Every built zoo model in the workspace (complete folders only)."""
+    """Every built zoo model in the workspace (complete folders only); ``current`` says
+    whether it was built from the zoo's current default recipes (older builds stay)."""
     if not workspace.models_dir.is_dir():
         return []
     entries = [e for f in sorted(workspace.models_dir.iterdir())
                if f.is_dir() and not f.name.startswith(".") and (e := _entry(f)) is not None]
-    return sorted(entries, key=lambda e: (_ORDER.get(e.name, 99), e.name, e.card.get("created", "")))
+    current = _current_folders(workspace) if entries else None
+    if current is not None:
+        entries = [dataclasses.replace(e, current=e.folder.name in current) for e in entries]
+    return sorted(entries, key=lambda e: (not e.current, _ORDER.get(e.name, 99), e.name, e.card.get("created", "")))
 
 
 def build_all(workspace: Workspace, *, data_path: Path | None = None, on_progress: ProgressCallback = no_progress,
@@ -871,7 +883,8 @@ def format_table(entries: Sequence[ZooEntry]) -> str:
         n = e.card.get("eval", {}).get("n")
         acc = f"{e.accuracy:.3f} (n={n})" if e.accuracy is not None else "-"
         secs = f"{e.build_seconds:.1f}" if e.build_seconds is not None else "-"
-        lines.append(f"{e.name:<18} {e.recipe:<10} {e.recipe_hash:<12} {params:>8} {size:>9} {acc:>13} {secs:>8}")
+        old = "  (older recipe)" if e.current is False else ""
+        lines.append(f"{e.name:<18} {e.recipe:<10} {e.recipe_hash:<12} {params:>8} {size:>9} {acc:>13} {secs:>8}{old}")
     return "\n".join(lines)
 
 
