@@ -556,10 +556,12 @@ def _staging(final: Path) -> Iterator[Path]:
     tmp.mkdir(parents=True)
     try:
         yield tmp
-        if final.exists():  # pragma: no cover - built meanwhile by a process without the lock
+        if (final / CARD).is_file():  # pragma: no cover - built meanwhile by a process without the lock
             shutil.rmtree(tmp, ignore_errors=True)
-        else:
-            os.replace(tmp, final)
+            return
+        if final.exists():  # a folder without its card was never finished (a killed copy): replace it
+            shutil.rmtree(final)
+        os.replace(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -304,3 +304,17 @@ def test_cli_zoo_list_empty_and_usage(tmp_path, capsys):
     assert main(["zoo", "list", "--workspace", str(tmp_path)]) == 0
     assert "no zoo models built yet" in capsys.readouterr().out
     assert main(["zoo"]) == 2
+
+
+def test_a_cardless_folder_in_the_way_is_replaced(tmp_path, tiny_data, recipes, tiny_base):
+    """A folder at the final path without card.json (a killed copy) is never returned as built:
+    the build replaces it."""
+    import shutil
+
+    ws = Workspace(tmp_path)
+    final = zoo.model_dir(ws, recipes[0])
+    shutil.copytree(tiny_base, final)
+    assert zoo.built_folder(ws, recipes[0]) is None
+    folder = zoo.ensure_model(ws, recipes[0], data_path=tiny_data)
+    assert folder == final and (folder / "card.json").is_file()
+    assert zoo.built_folder(ws, recipes[0]) == final
