@@ -44,7 +44,6 @@ per token, written in one transaction by :meth:`engine.store.Store.put_explanati
 from __future__ import annotations
 
 import copy
-import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -394,7 +393,7 @@ class ModelFunction:
     """
 
     def __init__(self, model: Any, positive_index: int, output: str, *, batch_size: int = 64,
-                 device: str = "cpu", fail_after: int | None = None, shortcut: bool = True) -> None:
+                 device: str = "cpu", shortcut: bool = True) -> None:
         self.model = model
         self.forward_name = "model"
         self._forward: Callable[[Any], Any] = lambda ids: model(input_ids=ids).logits
@@ -403,13 +402,13 @@ class ModelFunction:
             bf16 = next(model.parameters()).dtype != __import__("torch").float32
             if check_forward(model, fast, model.config.vocab_size, 0.05 if bf16 else 1e-4):
                 self._forward, self.forward_name = fast, fast.name
+
         self.positive_index = positive_index
         self.output = output
         self.batch_size = batch_size
         self.device = device
         self.calls = 0
         self.rows = 0
-        self.fail_after = fail_after  # tests: raise after this many rows (simulated crash)
 
     def __call__(self, ids: np.ndarray) -> np.ndarray:
         import torch
@@ -422,8 +421,6 @@ class ModelFunction:
             t = torch.from_numpy(np.ascontiguousarray(ids, dtype=np.int64)).to(self.device)
             for i in range(0, len(t), self.batch_size):
                 chunk = t[i:i + self.batch_size]
-                if self.fail_after is not None and self.rows + len(chunk) > self.fail_after:
-                    raise RuntimeError("injected failure in the model function")
                 logits = self._forward(chunk)
                 out.append(logits.float().cpu().numpy())
                 self.calls += 1
