@@ -67,8 +67,12 @@ def model_folder(workspace: Workspace, spec: ModelSpec, data_path: Path | None,
     if spec.source.startswith("zoo:"):
         from engine import zoo
 
-        folder = zoo.ensure_model(workspace, spec.source.removeprefix("zoo:"), data_path=data_path,
-                                  on_progress=on_progress, cancel=cancel)
+        recipe = spec.source.removeprefix("zoo:")
+        folder = zoo.ensure_model(workspace, recipe, data_path=data_path, on_progress=on_progress, cancel=cancel)
+        if zoo.built_folder(workspace, recipe) != Path(folder):
+            # a folder without its card was never finished (an interrupted copy or build): never use it
+            raise BadInput(f"the zoo model folder {folder} is incomplete (no card.json): it was not built whole",
+                           f"delete {folder} and run again; it will be rebuilt")
         return str(folder), "zoo"
     return spec.source, ""
 
