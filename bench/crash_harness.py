@@ -111,7 +111,13 @@ def write_data(folder: Path, per_class: int) -> Path:
     return path
 
 
-def write_preset(path: Path, model: Path, n: int, explain_n: int, max_evals: int) -> Path:
+def write_preset(path: Path, model: Path, n: int, explain_n: int, max_evals: int,
+                 variants: tuple[str, ...] = ("int8", "prune:0.3")) -> Path:
+    extra = "".join(f"""[[models]]
+name = "ref-{v.replace(':', '')}"
+source = "{model}"
+variant = "{v}"
+""" for v in variants)
     path.write_text(f"""name = "crash"
 [data]
 dataset = "imdb"
@@ -124,15 +130,7 @@ seed = 7
 name = "ref"
 source = "{model}"
 role = "reference"
-[[models]]
-name = "ref-int8"
-source = "{model}"
-variant = "int8"
-[[models]]
-name = "ref-pruned"
-source = "{model}"
-variant = "prune:0.3"
-[predict]
+{extra}[predict]
 max_length = 128
 batch_size = 8
 [explain]
@@ -367,7 +365,8 @@ def _phase(line: str) -> str:
 
 
 def harness(work: Path, kills: int, seed: int, *, per_class: int = 60, explain_n: int = 6,
-            max_evals: int = 40, model: Path | None = None, log=print) -> Report:
+            max_evals: int = 40, variants: tuple[str, ...] = ("int8", "prune:0.3"),
+            model: Path | None = None, log=print) -> Report:
     t_start = time.monotonic()
     rep = Report()
     rng = random.Random(seed)
@@ -376,7 +375,7 @@ def harness(work: Path, kills: int, seed: int, *, per_class: int = 60, explain_n
     data_dir = work / "data"
     write_data(data_dir, per_class)
     n = 2 * per_class
-    preset = write_preset(work / "crash.toml", model, n, explain_n, max_evals)
+    preset = write_preset(work / "crash.toml", model, n, explain_n, max_evals, variants)
 
     ref_ws = work / "ws-reference"
     if ref_ws.exists():
@@ -390,8 +389,10 @@ def harness(work: Path, kills: int, seed: int, *, per_class: int = 60, explain_n
     ref_snap = snapshot(ref_ws / "shapdiff.db")
     rep.reference_rows = {k: len(v) for k, v in ref_snap.items()}
     log(f"reference run: {secs:.1f} s, {len(ref_lines)} progress lines, rows {rep.reference_rows}")
-    if rep.reference_rows["predictions"] != 3 * n:
-        rep.problems.append(f"reference run stored {rep.reference_rows['predictions']} predictions, expected {3 * n}")
+    n_models = 1 + len(variants)
+    if rep.reference_rows["predictions"] != n_models * n:
+        rep.problems.append(f"reference run stored {rep.reference_rows['predictions']} predictions, "
+                            f"expected {n_models * n}")
 
     round_no = 0
     while rep.kills < kills:
@@ -404,7 +405,7 @@ def harness(work: Path, kills: int, seed: int, *, per_class: int = 60, explain_n
         for _ in range(kills * 3 + 5):  # restarts within the round
             if rep.kills < kills:
                 if rng.random() < 0.3:
-                    kill = ("time", rng.uniform(0.2, max(0.5, secs)), 0.0)
+                    kill = ("time", rng.uniform(0.2, max(0.5, 0.9 * secs)), 0.0)
                     trigger = f"time {kill[1]:.2f}s"
                 else:
                     idx = rng.randrange(max(1, len(ref_lines)))
@@ -444,31 +445,163 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--kills", type=int, default=20)
     ap.add_argument("--seed", type=int, default=8)
-    ap.add_argument("--small", action="store_true", help="the CI size: 30+30 reviews, 4 explained")
+    ap.add_argument("--small", action="store_true",
+                    help="the CI size: 20+20 reviews, 2 explained, the model and its int8 variant")
     ap.add_argument("--per-class", type=int, default=60)
     ap.add_argument("--explain-n", type=int, default=6)
     ap.add_argument("--max-evals", type=int, default=40)
+    ap.add_argument("--zoo-kills", type=int, default=0, help="also kill a tiny zoo build this many times")
     ap.add_argument("--workdir", help="keep the workspaces here (default: a temporary folder)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
+    variants = ("int8", "prune:0.3")
     if args.small:
-        args.per_class, args.explain_n, args.max_evals = 30, 4, 20
+        args.per_class, args.explain_n, args.max_evals, variants = 20, 2, 20, ("int8",)
     log = (lambda *a: print(*a, file=sys.stderr, flush=True))
+    def go(work: Path) -> tuple[Report, Report | None]:
+        r = harness(work, args.kills, args.seed, per_class=args.per_class, explain_n=args.explain_n,
+                    max_evals=args.max_evals, variants=variants, log=log)
+        z = zoo_harness(work, args.zoo_kills, args.seed, model=work / "tiny-model", log=log) if args.zoo_kills else None
+        return r, z
+
     if args.workdir:
-        rep = harness(Path(args.workdir), args.kills, args.seed, per_class=args.per_class,
-                      explain_n=args.explain_n, max_evals=args.max_evals, log=log)
+        rep, zrep = go(Path(args.workdir))
     else:
         with tempfile.TemporaryDirectory(prefix="shapdiff-crash-") as tmp:
-            rep = harness(Path(tmp), args.kills, args.seed, per_class=args.per_class,
-                          explain_n=args.explain_n, max_evals=args.max_evals, log=log)
+            rep, zrep = go(Path(tmp))
+    ok = rep.ok and (zrep is None or zrep.ok)
     if args.json:
-        print(json.dumps(asdict(rep) | {"ok": rep.ok}, indent=2, default=str))
+        print(json.dumps({"run": asdict(rep), "zoo": asdict(zrep) if zrep else None, "ok": ok}, indent=2, default=str))
     else:
-        print(f"{rep.kills} kills in {rep.rounds} rounds ({rep.completed_runs} completed and compared) "
+        print(f"shapdiff run: {rep.kills} kills in {rep.rounds} rounds ({rep.completed_runs} completed and compared) "
               f"in {rep.seconds} s; kill points {rep.kill_points}; max deviation {rep.max_deviation}")
-        print("OK: nothing lost, half-written or different" if rep.ok else "FAILED:\n  " + "\n  ".join(rep.problems))
-    return 0 if rep.ok else 1
+        if zrep:
+            print(f"zoo build: {zrep.kills} kills, {zrep.completed_runs} completed builds, in {zrep.seconds} s")
+        problems = rep.problems + (zrep.problems if zrep else [])
+        print("OK: nothing lost, half-written or different" if ok else "FAILED:\n  " + "\n  ".join(problems))
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+# -- zoo builds ---------------------------------------------------------------------------------
+# `python bench/crash_harness.py --zoo-kills N`: SIGKILL a tiny zoo build (teacher, then student)
+# at random moments; after each kill, every model folder that the zoo would hand out must be
+# complete and load; the staging folders are never handed out; the final build equals an
+# uninterrupted one.
+
+_ZOO_DRIVER = r'''
+import dataclasses, json, sys
+from pathlib import Path
+from engine import zoo
+from engine.workspace import Workspace
+base, data, ws = sys.argv[1:4]
+small = dict(n_train=32, max_length=32, epochs=2, batch_size=8, lr=1e-2, warmup=0.0, train_dtype="fp32",
+             eval_n=24, eval_max_length=64, eval_dtype="fp32")
+t = zoo.Recipe(base=base, **small)
+s = zoo.Recipe(name="student", teacher=t, layers=(0, 1), alpha=1.0, **small)
+w = Workspace(Path(ws))
+print(json.dumps([str(zoo.ensure_model(w, r, data_path=Path(data))) for r in (t, s)]), flush=True)
+'''
+
+
+def _zoo_data(folder: Path) -> Path:
+    rng = random.Random(1)
+    pos, neg = ["great", "superb", "loved", "moving"], ["awful", "dull", "hated", "boring"]
+    (folder / "imdb").mkdir(parents=True, exist_ok=True)
+    for split, n in (("train", 80), ("test", 40)):
+        with gzip.open(folder / "imdb" / f"{split}.jsonl.gz", "wt", encoding="utf-8") as fh:
+            for i in range(n):
+                lab = i % 2
+                words = [rng.choice(_WORDS) for _ in range(rng.randint(6, 30))] + [rng.choice(pos if lab else neg)] * 3
+                rng.shuffle(words)
+                fh.write(json.dumps({"id": f"{split}/{'pos' if lab else 'neg'}/{i}_{8 if lab else 2}",
+                                     "rating": 8 if lab else 2, "label": lab, "text": " ".join(words)}) + "\n")
+    return folder
+
+
+def check_zoo_models(models_dir: Path) -> list[str]:
+    """Every folder the zoo would use is complete: card, config, weights that load."""
+    problems = []
+    if not models_dir.exists():
+        return problems
+    sys.path.insert(0, str(ROOT))
+    from engine.errors import BadInput
+    from engine.models import load_classifier
+
+    for d in sorted(models_dir.iterdir()):
+        if not d.is_dir() or d.name.startswith("."):
+            continue      # staging folders (.NAME.tmp-PID) and locks are never used
+        if not (d / "card.json").is_file():
+            problems.append(f"{d.name}: a model folder without card.json is in place")
+            continue
+        try:
+            json.loads((d / "card.json").read_text())
+            load_classifier(str(d), device="cpu")
+        except (BadInput, ValueError) as exc:
+            problems.append(f"{d.name}: complete-looking folder does not load: {exc}")
+    return problems
+
+
+def _tree_hashes(models_dir: Path) -> dict[str, str]:
+    sys.path.insert(0, str(ROOT))
+    from engine.models import content_hash
+
+    return {d.name: content_hash(d) for d in sorted(models_dir.iterdir()) if d.is_dir() and not d.name.startswith(".")}
+
+
+def zoo_harness(work: Path, kills: int, seed: int, model: Path | None = None, log=print) -> Report:
+    import shutil
+
+    t_start = time.monotonic()
+    rep = Report()
+    rng = random.Random(seed + 1000)
+    work.mkdir(parents=True, exist_ok=True)
+    base = build_model(model or work / "tiny-model")
+    data = _zoo_data(work / "zoo-data")
+    driver = work / "zoo_driver.py"
+    driver.write_text(_ZOO_DRIVER)
+
+    def cmd(ws: Path) -> list[str]:
+        return [sys.executable, str(driver), str(base), str(data), str(ws)]
+
+    ref = work / "zoo-reference"
+    shutil.rmtree(ref, ignore_errors=True)
+    outcome, secs, _, rc, err = run_once(cmd(ref), None)
+    if outcome != "completed":
+        rep.problems.append(f"zoo reference build failed (rc {rc}): {err}")
+        return rep
+    rep.reference_seconds = secs
+    ref_hashes = _tree_hashes(ref / "models")
+    log(f"zoo reference build: {secs:.1f} s, models {sorted(ref_hashes)}")
+    ws = work / "zoo-killed"
+    shutil.rmtree(ws, ignore_errors=True)
+    while rep.kills < kills:
+        t = rng.uniform(0.5, 0.95 * secs)
+        outcome, s, _, rc, err = run_once(cmd(ws), ("time", t, 0.0))
+        probs = check_zoo_models(ws / "models")
+        built = sorted(d.name for d in (ws / "models").iterdir() if d.is_dir()) if (ws / "models").exists() else []
+        log(f"zoo: {outcome:<9} at {t:5.1f}s  folders now: {built}" + (f"  PROBLEMS {probs}" if probs else ""))
+        rep.attempts.append(Attempt(0, f"time {t:.2f}s", outcome, round(s, 2), rc=rc, problems=probs))
+        rep.problems += probs
+        if outcome == "killed":
+            rep.kills += 1
+        elif outcome == "failed":
+            rep.problems.append(f"zoo build failed after a kill (rc {rc}): {err}")
+            break
+        else:  # completed before the kill: start over in a fresh workspace
+            rep.completed_runs += 1
+            shutil.rmtree(ws, ignore_errors=True)
+    outcome, s, _, rc, err = run_once(cmd(ws), None)
+    if outcome != "completed":
+        rep.problems.append(f"zoo build after the kills failed (rc {rc}): {err}")
+    else:
+        rep.completed_runs += 1
+        got = _tree_hashes(ws / "models")
+        if got != ref_hashes:
+            rep.problems.append(f"built models differ from an uninterrupted build: {got} vs {ref_hashes}")
+        rep.problems += check_zoo_models(ws / "models")
+    rep.seconds = round(time.monotonic() - t_start, 1)
+    return rep

@@ -75,13 +75,13 @@ def concurrent_run(tmp_path_factory, tiny_model_dir):
     tmp = tmp_path_factory.mktemp("conc")
     data = tmp / "data"
     ch.write_data(data, 30)
-    preset = ch.write_preset(tmp / "p.toml", tiny_model_dir, 60, 4, 20)
+    preset = ch.write_preset(tmp / "p.toml", tiny_model_dir, 60, 2, 20, ("int8",))
     ws = tmp / "ws"
     ws.mkdir()
     db = ws / "shapdiff.db"
-    reader = subprocess.Popen([sys.executable, str(CONC), "read", str(db), "14"], cwd=ROOT, env=_env(),
+    reader = subprocess.Popen([sys.executable, str(CONC), "read", str(db), "10"], cwd=ROOT, env=_env(),
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    writer = subprocess.Popen([sys.executable, str(CONC), "write", str(db), "10"], cwd=ROOT, env=_env(),
+    writer = subprocess.Popen([sys.executable, str(CONC), "write", str(db), "7"], cwd=ROOT, env=_env(),
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     run = subprocess.run(ch.run_cmd(preset, ws, data), cwd=ROOT, env=_env(), capture_output=True,
                          text=True, timeout=300)
@@ -105,7 +105,7 @@ def test_reader_never_sees_locks_errors_or_partial_explanations(concurrent_run):
 
     with open_store(db) as s:
         assert s.integrity_ok()
-        assert s.conn.execute("SELECT COUNT(*) FROM predictions").fetchone()[0] == 180
+        assert s.conn.execute("SELECT COUNT(*) FROM predictions").fetchone()[0] == 120
 
 
 def test_tui_read_path_sees_only_whole_explanations(concurrent_run):
