@@ -263,3 +263,47 @@ def test_bert_cls_shortcut_is_exact(loaded):
     assert fast.forward_name == "bert-cls-last-layer" and slow.forward_name == "model"
     ids = torch.randint(1000, 5000, (5, 23)).numpy()
     np.testing.assert_allclose(fast(ids), slow(ids), atol=1e-5)
+
+
+def test_cli_explain_one_review(tmp_path, tiny_model_dir, shared_data, capsys):
+    import json
+
+    from engine.cli import main
+    from engine.config import load_preset
+    from engine.jobs import explain_hash, run_experiment
+    from engine.store import open_store
+    from engine.workspace import Workspace
+
+    (tmp_path / "p.toml").write_text(f"""
+name = "tiny"
+[sample]
+metrics_n = 4
+explain_n = 1
+seed = 7
+[[models]]
+name = "ref"
+source = "{tiny_model_dir}"
+role = "reference"
+[predict]
+max_length = 32
+[explain]
+max_evals = 40
+noise_seed = 1
+""")
+    preset = load_preset(tmp_path / "p.toml")
+    ws = Workspace(tmp_path / "ws")
+    run_experiment(preset, ws, data_path=shared_data, explain=False)
+    with open_store(ws.db_path) as st:
+        rid = st.sample_ids("tiny", "explain")[0]
+    args = ["explain", "--workspace", str(ws.root), "--data-path", str(shared_data), "--model", "ref",
+            "--review", rid, "--json", "--quiet"]
+    assert main(args) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["review_id"] == rid and out["truncated"] == 1 and out["n_tokens"] == 32
+    assert out["settings_hash"] == explain_hash(preset)        # the pipeline finds it as stored
+    assert sum(w["value"] for w in out["words"]) == pytest.approx(out["fx"] - out["base_value"], abs=1e-6)
+    assert main(["explain", "--workspace", str(ws.root), "--model", "ref", "--review", rid, "--top", "3"]) == 0
+    text = capsys.readouterr().out
+    assert "additivity error" in text and "truncated" in text
+    assert main(["explain", "--workspace", str(ws.root), "--model", "nope", "--review", rid]) == 2
+    assert main(["explain", "--workspace", str(ws.root), "--model", "ref", "--review", "no-such-id"]) == 2
