@@ -6,8 +6,10 @@ Exit codes: 0 ok, 1 the work failed, 2 bad input (the message says what to do), 
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
+import sqlite3
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -245,6 +247,27 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:  # pragma: no cover - e.g. piped into head
         return 0
+    except OSError as exc:
+        # a full or read-only disk while writing models, exports or figures: the user's to fix
+        if exc.errno not in _DISK_ERRNOS:
+            raise
+        print(f"shapdiff: error: cannot write {exc.filename or 'a file'}: {exc.strerror or exc}", file=sys.stderr)
+        print("  what to do: free space or choose a writable --workspace / --out; "
+              "results stored before are whole", file=sys.stderr)
+        return 2
+    except sqlite3.OperationalError as exc:
+        # a write outside Store.write() that met a full disk or a lock held too long
+        from engine.store import _ENVIRONMENT_ERRORS
+
+        if not any(k in str(exc) for k in _ENVIRONMENT_ERRORS):
+            raise
+        print(f"shapdiff: error: the database could not be written ({exc})", file=sys.stderr)
+        print("  what to do: free disk space, or wait for the other shapdiff process, and run again; "
+              "results stored before are whole", file=sys.stderr)
+        return 2
+
+
+_DISK_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EACCES}
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -393,3 +393,30 @@ def test_unknown_hub_id_offline_says_how_to_use_a_local_folder(tmp_path):
     assert "--local-dir" in r.stderr and "source to that folder" in r.stderr
     assert "Traceback" not in r.stderr
     assert secs < 30, f"took {secs:.1f} s: waiting for a network?"
+
+
+@pytest.mark.parametrize("exc", [OSError(28, "No space left on device", "/ws/models/x/model.safetensors"),
+                                 OSError(30, "Read-only file system", "/ws/exports/a.png"),
+                                 sqlite3.OperationalError("database or disk is full"),
+                                 sqlite3.OperationalError("database is locked")])
+def test_disk_and_lock_errors_outside_the_store_exit_2(exc, monkeypatch, capsys, tmp_path):
+    """Writes outside Store.write() (zoo builds, exports, other tables) meeting a full or
+    read-only disk, or a lock held too long, reach the user as a message and exit 2."""
+    import engine.cli as cli
+
+    def boom(args):
+        raise exc
+    monkeypatch.setattr(cli, "cmd_metrics", boom)
+    rc = main(["metrics", "--workspace", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert rc == 2 and "what to do:" in err and "Traceback" not in err
+
+
+def test_other_errors_are_not_disguised(monkeypatch, tmp_path):
+    import engine.cli as cli
+
+    def boom(args):
+        raise sqlite3.OperationalError("no such table: nothing")
+    monkeypatch.setattr(cli, "cmd_metrics", boom)
+    with pytest.raises(sqlite3.OperationalError):
+        main(["metrics", "--workspace", str(tmp_path)])
