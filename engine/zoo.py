@@ -865,7 +865,9 @@ def build_all(workspace: Workspace, *, data_path: Path | None = None, on_progres
             loaded = _load_eval_model(folders[0], "teacher", "fp32")
         folders.append(ensure_variant(workspace, name, t, data_path=data_path, on_progress=on_progress,
                                       cancel=cancel, _loaded=loaded))
-    return [e for f in folders if (e := _entry(f)) is not None]
+    entries = [e for f in folders if (e := _entry(f)) is not None]
+    current = _current_folders(workspace)
+    return [dataclasses.replace(e, current=None if current is None else e.folder.name in current) for e in entries]
 
 
 def recipe_json(recipe: str | Recipe) -> str:
