@@ -514,10 +514,8 @@ def explanation_row(exp: TextExplanation, *, model_id: str, review_id: str, sett
     p = exp.prepared
     if p.truncated:
         warnings.append(f"truncated: explained {len(p.ids)} of {p.tokens_total} tokens")
-    if not exp.complete:
-        warnings.append(f"budget of {exp.max_evals} evaluations ran out before single tokens "
-                        f"({exp.max_evals / max(p.n_features, 1):.1f} per token): unexpanded clusters "
-                        "share credit evenly")
+    # an exhausted budget (flat blocks) is normal in fast mode: recorded in `complete` and
+    # `budget_per_token`, not a warning
     return {
         "model_id": model_id, "review_id": review_id, "settings_hash": shash, "settings": settings,
         "output": output, "base_value": exp.base_value, "fx": exp.fx, "additivity_error": err,

@@ -123,7 +123,8 @@ def test_fast_mode_reports_budget_exhaustion(loaded):
     exp = Explainer(loaded, _spec(max_evals=20), max_length=64).explain_text(TEXTS["r1"])
     assert not exp.complete and exp.evals_used == 20
     row = explanation_row(exp, model_id="m", review_id="r", settings={}, shash="h", output="logit", device="cpu")
-    assert row["complete"] == 0 and "budget" in row["warning"]
+    assert row["complete"] == 0 and row["warning"] is None
+    assert row["budget_per_token"] == pytest.approx(20 / exp.prepared.n_features)
 
 
 def test_truncation_recorded(store, loaded):
