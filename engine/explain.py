@@ -394,15 +394,16 @@ class ModelFunction:
 
     def __init__(self, model: Any, positive_index: int, output: str, *, batch_size: int = 64,
                  device: str = "cpu", shortcut: bool = True) -> None:
+        import torch
+
         self.model = model
         self.forward_name = "model"
         self._forward: Callable[[Any], Any] = lambda ids: model(input_ids=ids).logits
         if shortcut and BertClsForward.supports(model):
             fast = BertClsForward(model)
-            bf16 = next(model.parameters()).dtype != __import__("torch").float32
-            if check_forward(model, fast, model.config.vocab_size, 0.05 if bf16 else 1e-4):
+            low = next(model.parameters()).dtype != torch.float32
+            if check_forward(model, fast, model.config.vocab_size, 0.05 if low else 1e-4):
                 self._forward, self.forward_name = fast, fast.name
-
         self.positive_index = positive_index
         self.output = output
         self.batch_size = batch_size
