@@ -43,6 +43,32 @@ def _connect(path: Path, readonly: bool) -> sqlite3.Connection:
     return conn
 
 
+class _Database(Database):
+    """sqlite-utils' Database whose outermost ``atomic()`` starts with BEGIN IMMEDIATE.
+
+    A deferred BEGIN reads first (sqlite-utils looks at the schema before it writes) and then
+    upgrades to a write lock; if another process committed in between, SQLite refuses the
+    upgrade at once with "database is locked", whatever the busy timeout. Taking the write
+    lock first waits for it instead. Every engine module that writes through
+    ``store.db.atomic()`` gets this.
+    """
+
+    @contextmanager
+    def atomic(self) -> Iterator["Database"]:
+        if self.conn.in_transaction:
+            with super().atomic():
+                yield self
+            return
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self
+        except BaseException:
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
+            raise
+        self.conn.execute("COMMIT")
+
+
 class Store:
     """One open database. Not shared between threads: open one per thread."""
 
@@ -63,7 +89,7 @@ class Store:
                     conn.execute("PRAGMA journal_mode=DELETE")
                 conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA foreign_keys=ON")
-            self.db = Database(conn)
+            self.db = _Database(conn)
             self._check_and_migrate()
         except sqlite3.DatabaseError as exc:
             raise _explain_db_error(self.path, exc) from exc
@@ -121,18 +147,8 @@ class Store:
         "database is locked". Errors of the disk or the lock reach the user as StoreError.
         """
         try:
-            if self.conn.in_transaction:
-                with self.db.atomic():
-                    yield self
-                return
-            self.conn.execute("BEGIN IMMEDIATE")
-            try:
+            with self.db.atomic():
                 yield self
-            except BaseException:
-                if self.conn.in_transaction:
-                    self.conn.execute("ROLLBACK")
-                raise
-            self.conn.execute("COMMIT")
         except sqlite3.OperationalError as exc:
             if self.conn.in_transaction:
                 self.conn.execute("ROLLBACK")

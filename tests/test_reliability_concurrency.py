@@ -40,6 +40,29 @@ def test_fresh_database_opened_by_several_processes_at_once(tmp_path):
         assert s.integrity_ok()
 
 
+def test_engine_writes_through_db_atomic_wait_for_the_lock(tmp_path):
+    """Modules that write with ``store.db.atomic()`` (faithfulness) from several processes at
+    once: a deferred transaction failed at once with "database is locked"; none may."""
+    from engine.store import open_store
+
+    db = tmp_path / "shapdiff.db"
+    with open_store(db) as s:
+        s.db["t"].create({"k": str, "v": int}, pk="k")
+    start = time.time() + 1.5
+    code = ("import sys, time; from engine.store import open_store\n"
+            "s = open_store(sys.argv[1]); who = sys.argv[2]\n"
+            f"t = {start}\n"
+            "while time.time() < t: pass\n"
+            "for i in range(200):\n"
+            "    with s.db.atomic():\n"
+            "        s.db['t'].upsert({'k': f'{who}-{i % 20}', 'v': i}, pk='k')\n"
+            "print('ok')")
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(db), str(w)], cwd=ROOT, env=_env(),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for w in range(3)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0] * 3, [o[1][-300:] for o in outs]
+
+
 def test_snapshot_reads_one_state(tmp_path):
     """A row and its children read inside Store.snapshot() come from the same commit."""
     from engine.store import open_store
@@ -79,9 +102,9 @@ def concurrent_run(tmp_path_factory, tiny_model_dir):
     ws = tmp / "ws"
     ws.mkdir()
     db = ws / "shapdiff.db"
-    reader = subprocess.Popen([sys.executable, str(CONC), "read", str(db), "10"], cwd=ROOT, env=_env(),
+    reader = subprocess.Popen([sys.executable, str(CONC), "read", str(db), "8"], cwd=ROOT, env=_env(),
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    writer = subprocess.Popen([sys.executable, str(CONC), "write", str(db), "7"], cwd=ROOT, env=_env(),
+    writer = subprocess.Popen([sys.executable, str(CONC), "write", str(db), "6"], cwd=ROOT, env=_env(),
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     run = subprocess.run(ch.run_cmd(preset, ws, data), cwd=ROOT, env=_env(), capture_output=True,
                          text=True, timeout=300)
