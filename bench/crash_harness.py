@@ -205,6 +205,22 @@ def run_once(cmd: list[str], kill: tuple[str, float, float] | None) -> tuple[str
     return ("completed" if rc == 0 else "failed"), secs, text, rc, "\n".join(other[-20:])
 
 
+def _run_inprocess(argv: list[str]) -> tuple[str, float, list[str], int | None, str]:
+    """Like run_once without a kill, in this process; the progress lines are captured."""
+    import contextlib
+    import io
+
+    from engine.cli import main as cli_main
+
+    buf = io.StringIO()
+    t0 = time.monotonic()
+    with contextlib.redirect_stderr(buf):
+        rc = cli_main(argv)
+    secs = time.monotonic() - t0 + 3.0   # + the imports a subprocess pays (for the kill times)
+    lines = [l for l in buf.getvalue().splitlines() if l.startswith("[")]
+    return ("completed" if rc == 0 else "failed"), secs, lines, rc, buf.getvalue()[-2000:]
+
+
 # -- checks ---------------------------------------------------------------------------------
 
 def _connect(db: Path) -> sqlite3.Connection:
@@ -366,7 +382,7 @@ def _phase(line: str) -> str:
 
 def harness(work: Path, kills: int, seed: int, *, per_class: int = 60, explain_n: int = 6,
             max_evals: int = 40, variants: tuple[str, ...] = ("int8", "prune:0.3"),
-            model: Path | None = None, log=print) -> Report:
+            model: Path | None = None, log=print, inprocess_reference: bool = False) -> Report:
     t_start = time.monotonic()
     rep = Report()
     rng = random.Random(seed)
@@ -381,7 +397,10 @@ def harness(work: Path, kills: int, seed: int, *, per_class: int = 60, explain_n
     if ref_ws.exists():
         import shutil
         shutil.rmtree(ref_ws)
-    outcome, secs, ref_lines, rc, err = run_once(run_cmd(preset, ref_ws, data_dir), None)
+    if inprocess_reference:  # saves the imports when the caller has them (pytest)
+        outcome, secs, ref_lines, rc, err = _run_inprocess(run_cmd(preset, ref_ws, data_dir)[3:])
+    else:
+        outcome, secs, ref_lines, rc, err = run_once(run_cmd(preset, ref_ws, data_dir), None)
     if outcome != "completed":
         rep.problems.append(f"reference run failed (rc {rc}): {err}")
         return rep
