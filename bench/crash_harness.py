@@ -325,6 +325,13 @@ def snapshot(db: Path) -> dict[str, dict]:
                 d["_variant"] = e["_variant"]
                 tokens[key + (d["position"],)] = d
         snap["attributions"] = tokens
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if "faithfulness" in tables:   # engine.faithfulness (ERASER scores per explanation)
+            snap["faithfulness"] = _table(
+                conn, "SELECT f.*, m.variant AS _variant FROM faithfulness f JOIN models m ON m.id = f.model_id",
+                ("model_id", "review_id", "settings_hash", "faith_hash"))
+            for row in snap["faithfulness"].values():
+                row.pop("explanation_id")   # a rowid: differs between runs
         return snap
     finally:
         conn.close()
