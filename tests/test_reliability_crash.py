@@ -24,12 +24,12 @@ def _harness():
 
 def test_sigkill_and_restart_loses_nothing(tmp_path, tiny_model_dir):
     ch = _harness()
-    rep = ch.harness(tmp_path, kills=3, seed=3, per_class=15, explain_n=2, max_evals=20, variants=("int8",),
+    rep = ch.harness(tmp_path, kills=3, seed=3, per_class=10, explain_n=1, max_evals=10, variants=("int8",),
                      model=tiny_model_dir, log=lambda *a: None, inprocess_reference=True)
     assert rep.ok, "\n".join(rep.problems)
     assert rep.kills == 3
     assert rep.completed_runs >= 1
-    assert rep.reference_rows["predictions"] == 2 * 30
+    assert rep.reference_rows["predictions"] == 2 * 20
 
 
 def test_check_whole_detects_a_half_written_explanation(tmp_path):
