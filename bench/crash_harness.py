@@ -508,9 +508,6 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if ok else 1
 
 
-if __name__ == "__main__":
-    sys.exit(main())
-
 
 # -- zoo builds ---------------------------------------------------------------------------------
 # `python bench/crash_harness.py --zoo-kills N`: SIGKILL a tiny zoo build (teacher, then student)
@@ -631,3 +628,7 @@ def zoo_harness(work: Path, kills: int, seed: int, model: Path | None = None, lo
         rep.problems += check_zoo_models(ws / "models")
     rep.seconds = round(time.monotonic() - t_start, 1)
     return rep
+
+
+if __name__ == "__main__":
+    sys.exit(main())
