@@ -401,7 +401,7 @@ class ModelFunction:
         self._forward: Callable[[Any], Any] = lambda ids: model(input_ids=ids).logits
         if shortcut and BertClsForward.supports(model):
             fast = BertClsForward(model)
-            low = next(model.parameters()).dtype != torch.float32
+            low = any(p.dtype != torch.float32 for p in model.parameters())
             if check_forward(model, fast, model.config.vocab_size, 0.05 if low else 1e-4):
                 self._forward, self.forward_name = fast, fast.name
         self.positive_index = positive_index
