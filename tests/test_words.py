@@ -29,7 +29,7 @@ def explained(tiny_model_dir, tmp_path_factory):
                 "text": text, "n_chars": len(text), "encoding": "utf-8"} for rid, text in TEXTS.items()]
     store.put_sample("t", reviews, list(TEXTS))
     store.upsert_model(loaded.store_row())
-    out = {rid: explain_review(store, loaded, rid, ExplainSpec(max_evals=80), max_length=128) for rid in TEXTS}
+    out = {rid: explain_review(store, loaded, rid, ExplainSpec(max_evals=40), max_length=128) for rid in TEXTS}
     store.close()
     return out
 
