@@ -71,17 +71,17 @@ def test_recompute_one_review_and_the_sample(tmp_path: Path, tiny_model_dir: Pat
             await pilot.pause()
             review = app.current
             assert review is not None
-            await pilot.press("r")
-            await pilot.pause()
-            assert app._job == "recompute"
+            await pilot.press("R")                       # the sample: everything is stored already
             await _wait(pilot, lambda: app._job is None)
-            assert any("recomputed" in str(n.message) for n in app._notifications), \
-                [str(n.message) for n in app._notifications]
-            assert app.screen.__class__.__name__ != "ErrorDialog"
-            await pilot.press("R")
-            await pilot.pause()
+            msgs = [str(n.message) for n in app._notifications]
+            assert app.screen.__class__.__name__ != "ErrorDialog", getattr(app.screen, "message", "")
+            assert any("already stored" in m for m in msgs), msgs
+            await pilot.press("r")                       # this review, both models, in a worker
             await _wait(pilot, lambda: app._job is None)
-            assert any("already stored" in str(n.message) for n in app._notifications)
+            if app.screen.__class__.__name__ == "ErrorDialog":
+                raise AssertionError(f"recompute failed: {app.screen.message} ({app.screen.hint})")
+            msgs = [str(n.message) for n in app._notifications]
+            assert any(f"review {review} recomputed for ref, ref-int8" in m for m in msgs), msgs
             return review
 
     review = asyncio.run(main())
