@@ -22,7 +22,7 @@ from tui import jobs
 from tui.app import KEYS, ShapdiffApp, create_app
 from tui.screens import ErrorDialog, HelpScreen, PairScreen
 from tui.widgets import ReviewList
-from tui_support import MARKUP_ID, MARKUP_TEXT, copy_workspace, fast_wilcoxon, make_workspace  # noqa: F401
+from tui_support import MARKUP_ID, MARKUP_TEXT, copy_workspace, make_workspace
 
 SIZE = (110, 34)
 

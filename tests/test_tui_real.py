@@ -82,6 +82,11 @@ def test_recompute_one_review_and_the_sample(tmp_path: Path, tiny_model_dir: Pat
                 raise AssertionError(f"recompute failed: {app.screen.message} ({app.screen.hint})")
             msgs = [str(n.message) for n in app._notifications]
             assert any(f"review {review} recomputed for ref, ref-int8" in m for m in msgs), msgs
+            app._notifications.clear()
+            await pilot.press("R")                       # the recomputed review left nothing missing
+            await _wait(pilot, lambda: app._job is None)
+            msgs = [str(n.message) for n in app._notifications]
+            assert any("already stored" in m for m in msgs), msgs
             return review
 
     review = asyncio.run(main())

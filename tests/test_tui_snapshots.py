@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tui.app import create_app
-from tui_support import copy_workspace, fast_wilcoxon, make_workspace  # noqa: F401
+from tui_support import copy_workspace, make_workspace
 
 SIZE = (110, 32)
 

@@ -6,8 +6,6 @@ import re
 import shutil
 from pathlib import Path
 
-import pytest
-
 from engine.demo import build_demo_workspace
 from engine.store import open_store
 
@@ -68,20 +66,3 @@ def copy_workspace(src: Path, dst: Path) -> Path:
     shutil.copy2(src / "shapdiff.db", dst / "shapdiff.db")
     return dst
 
-
-@pytest.fixture(autouse=True)
-def fast_wilcoxon(monkeypatch):
-    """engine.compare calls scipy's Wilcoxon test, which for small samples runs a permutation
-    test of about 2 s per call (minutes per pair report). The TUI tests check what the app
-    shows, not p-values: use the normal approximation here."""
-    try:
-        from scipy import stats
-    except ImportError:  # pragma: no cover
-        return
-    real = stats.wilcoxon
-
-    def approx(*args, **kwargs):
-        kwargs.setdefault("method", "approx")
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(stats, "wilcoxon", approx)

@@ -94,11 +94,26 @@ def recompute_review(workspace: Workspace, experiment: str, models: Sequence[str
                                 dtype=preset.explain.dtype, on_progress=on_progress, cancel=cancel)
             store.upsert_model(loaded.store_row())
             max_length = preset.explain.max_length or preset.predict.max_length
-            fn(store, loaded, review_id, preset.explain, max_length=max_length, on_progress=on_progress,
-               cancel=cancel)
+            stored = fn(store, loaded, review_id, preset.explain, max_length=max_length,
+                        on_progress=on_progress, cancel=cancel)
+            _refresh_faithfulness(store, loaded, review_id, stored, preset, on_progress, cancel)
             done.append(name)
             on_progress(Progress("explain", f"{name}: explained", i + 1, len(models), task=name))
     return f"review {review_id} recomputed for {', '.join(done)}"
+
+
+def _refresh_faithfulness(store, loaded, review_id: str, stored: Any, preset, on_progress: ProgressCallback,
+                          cancel: CancelToken) -> None:
+    """A new explanation has no faithfulness yet: compute it for this review, as the pipeline
+    does for the sample (so the sample stays complete)."""
+    if not isinstance(stored, dict) or not stored.get("settings_hash"):
+        return
+    try:
+        from engine.faithfulness import faithfulness_sample
+    except ImportError:  # pragma: no cover - build without faithfulness
+        return
+    faithfulness_sample(store, loaded, [review_id], stored["settings_hash"], batch_size=preset.explain.batch_size,
+                        on_progress=on_progress, cancel=cancel)
 
 
 def export_specs(specs: Sequence[Any], folder: Path, *, on_progress: ProgressCallback = no_progress,
