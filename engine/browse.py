@@ -398,12 +398,13 @@ def explanation_view(store: Store, ctx: Context, model: str, review_id: str) -> 
     m = ctx.model(model)
     if m is None:
         return None
-    row = _pick_explanation(store, ctx, m.model_id, review_id)
-    if row is None:
-        return None
-    toks = tuple(Token(t, int(s), int(e), float(v), bool(sp)) for t, s, e, v, sp in store.conn.execute(
-        "SELECT token, start, end, value, special FROM attributions WHERE explanation_id = ? ORDER BY position",
-        [row[0]]))
+    with store.snapshot():  # the row and its tokens from one state: a run may replace it meanwhile
+        row = _pick_explanation(store, ctx, m.model_id, review_id)
+        if row is None:
+            return None
+        toks = tuple(Token(t, int(s), int(e), float(v), bool(sp)) for t, s, e, v, sp in store.conn.execute(
+            "SELECT token, start, end, value, special FROM attributions WHERE explanation_id = ? ORDER BY position",
+            [row[0]]))
     try:
         settings = json.loads(row[2])
     except (TypeError, ValueError):

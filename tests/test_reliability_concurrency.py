@@ -136,6 +136,4 @@ def test_tui_read_path_sees_only_whole_explanations(concurrent_run):
     _, _, r, _ = concurrent_run
     if r["browse_seen"] == 0:
         pytest.skip("engine.browse not present")
-    if r["browse_partial"]:
-        pytest.xfail(f"browse.explanation_view read {r['browse_partial']} partial explanations: it reads the "
-                     "explanation row and its tokens in two snapshots; wrap them in `with store.snapshot():`")
+    assert r["browse_partial"] == 0, f"browse.explanation_view read {r['browse_partial']} partial explanations"
