@@ -335,6 +335,14 @@ class FloorComparison(_Dict):
     real: bool | None
 
 
+
+def reference_name(models: Sequence[Mapping[str, Any]], experiment: str) -> str:
+    """The name of the experiment's reference model (a clear error when none is stored)."""
+    refs = [m["name"] for m in models if m["role"] == "reference"]
+    if not refs:
+        raise BadInput(f"experiment {experiment!r} has no stored reference model", "run `shapdiff run` first")
+    return refs[0]
+
 def _wilcoxon(x: np.ndarray, y: np.ndarray, alternative: str = "two-sided") -> tuple[float | None, float | None]:
     """(statistic, p) of the paired Wilcoxon signed-rank test of x - y; None when undefined."""
     d = x - y
@@ -731,11 +739,7 @@ def resolve_pair(store: Store, experiment: str | None = None, ref: str | None = 
     models = store.experiment_models(exp)
     by_name = {m["name"]: m for m in models}
     names = ", ".join(by_name) or "(none)"
-    if ref is None:
-        refs = [m["name"] for m in models if m["role"] == "reference"]
-        if not refs:
-            raise BadInput(f"experiment {exp!r} has no stored reference model", "run `shapdiff run` first")
-        ref = refs[0]
+    ref = ref if ref is not None else reference_name(models, exp)
     if other is None:
         others = [m["name"] for m in models if m["name"] != ref and m["role"] != "reference"]
         others = others or [m["name"] for m in models if m["name"] != ref]
@@ -1009,11 +1013,7 @@ def pair_reports(store: Store, experiment: str | None = None, ref: str | None = 
 
     exp = require_experiment(store, experiment)
     models = store.experiment_models(exp)
-    if ref is None:
-        refs = [m["name"] for m in models if m["role"] == "reference"]
-        if not refs:
-            raise BadInput(f"experiment {exp!r} has no stored reference model", "run `shapdiff run` first")
-        ref = refs[0]
+    ref = ref if ref is not None else reference_name(models, exp)
     if others is None:
         others = [m["name"] for m in models if m["name"] != ref and m["role"] == "compressed"]
         others = others or [m["name"] for m in models if m["name"] != ref]
