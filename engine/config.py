@@ -78,15 +78,12 @@ class ModelSpec(_Strict):
     @field_validator("variant")
     @classmethod
     def _variant(cls, v: str) -> str:
-        if v and not (v == "int8" or v.startswith("prune:")):
-            raise ValueError(f"unknown variant {v!r}; use '', 'int8' or 'prune:FRACTION' (e.g. prune:0.3)")
-        if v.startswith("prune:"):
-            try:
-                frac = float(v.split(":", 1)[1])
-            except ValueError:
-                raise ValueError(f"bad prune fraction in {v!r}; use e.g. prune:0.3") from None
-            if not 0.0 < frac < 1.0:
-                raise ValueError(f"prune fraction must be between 0 and 1 (exclusive), got {frac}")
+        from engine.compress import parse_variant   # the one definition of a variant spec
+
+        try:
+            parse_variant(v)
+        except BadInput as exc:
+            raise ValueError(f"{exc.message} (use '', 'int8', 'prune:0.3' or steps joined by '+')") from None
         return v
 
 

@@ -161,3 +161,16 @@ variant = "int8"
         assert e["max_evals"] == 80 and e["settings"]["seed"] == 1
     s2 = run_experiment(preset, ws, data_path=shared_data)
     assert s2.computed == 0
+
+
+def test_preset_variants_are_the_compress_module_s() -> None:
+    from engine.config import parse_preset
+    from engine.errors import BadInput
+
+    base = {"name": "v", "models": [{"name": "a", "source": "x", "role": "reference"}]}
+    for ok in ("", "int8", "prune:0.3", "prune:0.3+int8"):
+        p = parse_preset(base | {"models": base["models"] + [{"name": "b", "source": "x", "variant": ok}]})
+        assert p.models[1].variant == ok
+    for bad, msg in (("int4", "unknown variant"), ("prune:1.5", "between 0 and 1"), ("prune:x", "bad prune")):
+        with pytest.raises(BadInput, match=msg):
+            parse_preset(base | {"models": base["models"] + [{"name": "b", "source": "x", "variant": bad}]})
