@@ -283,9 +283,9 @@ async def test_recompute_runs_in_a_worker_and_cancels(ws, monkeypatch):
     def slow_recompute(workspace, experiment, models, review_id, *, data_path=None, on_progress, cancel):
         seen.update(thread=threading.current_thread().name, models=list(models), review=review_id)
         started.set()
-        for i in range(500):
+        for i in range(3000):
             cancel.check()
-            on_progress(Progress("explain", f"step {i}", i, 500, task=models[0]))
+            on_progress(Progress("explain", f"step {i}", i, 3000, task=models[0]))
             time.sleep(0.01)
         seen["finished"] = True
         return "done"
