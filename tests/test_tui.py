@@ -22,7 +22,7 @@ from tui import jobs
 from tui.app import KEYS, ShapdiffApp, create_app
 from tui.screens import ErrorDialog, HelpScreen, PairScreen
 from tui.widgets import ReviewList
-from tui_support import MARKUP_ID, MARKUP_TEXT, copy_workspace, make_workspace
+from tui_support import MARKUP_ID, MARKUP_TEXT, demo_ws, ws  # noqa: F401 (fixtures)
 
 SIZE = (110, 34)
 
@@ -34,16 +34,6 @@ def sync(fn):
         return asyncio.run(fn(*args, **kwargs))
     return wrapper
 PROJECT = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture(scope="module")
-def demo_ws(tmp_path_factory) -> Path:
-    return make_workspace(tmp_path_factory.mktemp("tui") / "ws", 40, 12)
-
-
-@pytest.fixture()
-def ws(demo_ws, tmp_path) -> Path:
-    return copy_workspace(demo_ws, tmp_path / "ws")
 
 
 async def settle(pilot, timeout: float = 30.0) -> None:

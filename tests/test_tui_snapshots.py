@@ -11,19 +11,9 @@ from pathlib import Path
 import pytest
 
 from tui.app import create_app
-from tui_support import copy_workspace, make_workspace
+from tui_support import demo_ws, ws  # noqa: F401 (fixtures)
 
 SIZE = (110, 32)
-
-
-@pytest.fixture(scope="module")
-def demo_ws(tmp_path_factory) -> Path:
-    return make_workspace(tmp_path_factory.mktemp("snap") / "ws", 40, 12)
-
-
-@pytest.fixture()
-def ws(demo_ws, tmp_path) -> Path:
-    return copy_workspace(demo_ws, tmp_path / "ws")
 
 
 def waiting(*keys: str):

@@ -6,6 +6,8 @@ import re
 import shutil
 from pathlib import Path
 
+import pytest
+
 from engine.demo import build_demo_workspace
 from engine.store import open_store
 
@@ -66,3 +68,14 @@ def copy_workspace(src: Path, dst: Path) -> Path:
     shutil.copy2(src / "shapdiff.db", dst / "shapdiff.db")
     return dst
 
+
+@pytest.fixture(scope="module")
+def demo_ws(tmp_path_factory) -> Path:
+    """The TUI tests' demo workspace, built once per test module (import it as a fixture)."""
+    return make_workspace(tmp_path_factory.mktemp("tui") / "ws", 40, 12)
+
+
+@pytest.fixture()
+def ws(demo_ws, tmp_path) -> Path:
+    """A private copy of the demo workspace for one test."""
+    return copy_workspace(demo_ws, tmp_path / "ws")
