@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import sqlite3
 import threading
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -41,6 +43,29 @@ def _connect(path: Path, readonly: bool) -> sqlite3.Connection:
         conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_MS / 1000)
     conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
     return conn
+
+
+def _set_wal(conn: sqlite3.Connection) -> str:
+    """Switch to WAL and return the journal mode now in force.
+
+    Changing the journal mode needs an exclusive lock and SQLite answers "database is
+    locked" at once, without calling the busy handler, when another process holds any lock
+    (several processes opening a fresh database together do). So retry until the busy
+    timeout has passed; once one process has switched the file, the mode is persistent and
+    the others find it already set.
+    """
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    delay = 0.005
+    while True:
+        try:
+            return str(conn.execute("PRAGMA journal_mode=WAL").fetchone()[0])
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc):
+                raise
+            if time.monotonic() + delay > deadline:
+                raise
+            time.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, 0.2)
 
 
 class _Database(Database):
@@ -84,7 +109,7 @@ class Store:
         try:
             conn = _connect(self.path, readonly)
             if not readonly:
-                mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+                mode = _set_wal(conn)
                 if mode.lower() != "wal":  # pragma: no cover - exotic filesystems
                     conn.execute("PRAGMA journal_mode=DELETE")
                 conn.execute("PRAGMA synchronous=NORMAL")
