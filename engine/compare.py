@@ -757,7 +757,7 @@ def resolve_pair(store: Store, experiment: str | None = None, ref: str | None = 
     main = settings_hash or explain_hash(preset)
     noise = (explain_hash(preset, preset.explain.noise_seed)
              if preset.explain.noise_seed is not None and settings_hash is None else None)
-    p_hash = shash(predict_settings(preset.predict.max_length, preset.predict.dtype))
+    p_hash = shash(predict_settings(preset.predict.max_length, preset.predict.dtype, preset.predict.truncation))
     return PairContext(exp, ref, other, by_name[ref]["id"], by_name[other]["id"], main, noise, p_hash,
                        tuple(store.sample_ids(exp, "explain")), preset_d)
 

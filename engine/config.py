@@ -89,6 +89,8 @@ class ModelSpec(_Strict):
 
 class PredictSpec(_Strict):
     max_length: int = Field(256, ge=8, le=8192)
+    # how a longer review is cut (engine.truncation); explanations cut the same way
+    truncation: Literal["head", "head+tail"] = "head"
     batch_size: int = Field(16, ge=1, le=1024)
     dtype: Literal["fp32", "bf16"] = "fp32"
     device: str | None = None

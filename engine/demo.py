@@ -71,7 +71,7 @@ def build_demo_workspace(root: str | Path, n_reviews: int = 40, n_explained: int
                             "label": label, "rating": None, "text": text, "n_chars": len(text), "encoding": "utf-8"})
         store.put_experiment(preset.name, preset.to_dict(), preset.hash(), "demo:test", 0, n_reviews, n_explained)
         store.put_sample(preset.name, reviews, [r["id"] for r in reviews[:n_explained]])
-        p_settings = predict_settings(preset.predict.max_length, preset.predict.dtype)
+        p_settings = predict_settings(preset.predict.max_length, preset.predict.dtype, preset.predict.truncation)
         p_hash = settings_hash(p_settings)
         main_hash = explain_hash(preset)
         noise_hash = explain_hash(preset, preset.explain.noise_seed)

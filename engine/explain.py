@@ -62,6 +62,7 @@ from engine.errors import BadInput
 from engine.models import LoadedModel
 from engine.progress import NEVER, CancelToken, Progress, ProgressCallback, no_progress
 from engine.provenance import settings_hash, versions
+from engine.truncation import kept_positions
 
 ALGORITHM = "partition"
 MASKER = "text-token-ids"          # shap Text-masker tokens, masked in id space, specials excluded
@@ -73,14 +74,16 @@ OUTPUTS = ("logit", "log-odds", "probability")
 
 # -- settings ----------------------------------------------------------------------------
 
-def explain_settings(spec: ExplainSpec, max_length: int) -> dict[str, Any]:
+def explain_settings(spec: ExplainSpec, max_length: int, truncation: str = "head") -> dict[str, Any]:
     """The settings that decide an explanation's values; their hash keys stored results.
 
     ``max_length`` is the requested token limit (the model's own limit may be lower; that
-    is a property of the model, whose id is part of the key too).
+    is a property of the model, whose id is part of the key too); ``truncation`` how a
+    longer review is cut (engine.truncation), recorded only when not the default ``head``
+    so that explanations stored before it existed keep their key.
     """
     fast = spec.mode == "fast"
-    return {
+    settings = {
         "algorithm": ALGORITHM,
         "implementation": IMPLEMENTATION,
         "mode": spec.mode,
@@ -94,6 +97,9 @@ def explain_settings(spec: ExplainSpec, max_length: int) -> dict[str, Any]:
         "seed": spec.seed,
         "dtype": spec.dtype,
     }
+    if truncation != "head":
+        settings["truncation"] = truncation
+    return settings
 
 
 def full_mode_budget(n_features: int) -> int:
@@ -125,20 +131,25 @@ class PreparedText:
         return int((~self.special).sum())
 
 
-def prepare_text(tokenizer: Any, text: str, max_length: int) -> PreparedText:
-    """Tokenize with character offsets, truncating to ``max_length`` tokens (recorded)."""
+def prepare_text(tokenizer: Any, text: str, max_length: int, truncation: str = "head") -> PreparedText:
+    """Tokenize with character offsets, cut to ``max_length`` tokens the way predictions
+    are (engine.truncation; recorded)."""
     if not getattr(tokenizer, "is_fast", False):
         raise BadInput(f"the tokenizer {type(tokenizer).__name__} gives no character offsets",
                        "use a model folder with a fast tokenizer (tokenizer.json)")
-    enc = tokenizer(text, truncation=True, max_length=max_length, return_offsets_mapping=True,
-                    return_special_tokens_mask=True)
-    total = len(tokenizer(text, truncation=False, verbose=False)["input_ids"])
-    ids = np.asarray(enc["input_ids"], dtype=np.int64)
-    offsets = [(0, 0) if o is None else (int(o[0]), int(o[1])) for o in enc["offset_mapping"]]
-    special = np.asarray(enc["special_tokens_mask"], dtype=bool)
-    tokens = tokenizer.convert_ids_to_tokens(enc["input_ids"])
+    enc = tokenizer(text, truncation=False, return_offsets_mapping=True, return_special_tokens_mask=True,
+                    verbose=False)
+    total = len(enc["input_ids"])
+    keep = kept_positions([bool(x) for x in enc["special_tokens_mask"]], max_length, truncation)
+    all_ids = enc["input_ids"]
+    ids = np.asarray([all_ids[i] for i in keep], dtype=np.int64)
+    offsets = [(0, 0) if o is None else (int(o[0]), int(o[1])) for o in (enc["offset_mapping"][i] for i in keep)]
+    special = np.asarray([enc["special_tokens_mask"][i] for i in keep], dtype=bool)
+    tokens = tokenizer.convert_ids_to_tokens([all_ids[i] for i in keep])
     # shap's Text.token_segments: each token's substring up to the next token's start
-    segs = [text[offsets[i][0]:max(offsets[i][1], offsets[i + 1][0])] for i in range(len(offsets) - 1)]
+    # (a token before a truncation gap keeps only its own span)
+    segs = [text[offsets[i][0]:max(offsets[i][1], offsets[i + 1][0]) if keep[i + 1] == keep[i] + 1
+                 else offsets[i][1]] for i in range(len(offsets) - 1)]
     if offsets:
         segs.append(text[offsets[-1][0]:offsets[-1][1]])
     return PreparedText(text=text, ids=ids, offsets=offsets, tokens=list(tokens), special=special,
@@ -545,20 +556,23 @@ class ExplainSummary:
 class Explainer:
     """Everything needed to explain reviews with one model under one spec."""
 
-    def __init__(self, loaded: LoadedModel, spec: ExplainSpec, *, max_length: int) -> None:
+    def __init__(self, loaded: LoadedModel, spec: ExplainSpec, *, max_length: int,
+                 truncation: str = "head") -> None:
         self.loaded = loaded
         self.spec = spec
+        self.truncation = truncation
         self.requested_max_length = int(max_length)
         self.max_length = int(min(max_length, loaded.max_length))
         model, self.dtype = runtime_model(loaded, spec.dtype)
         self.model_fn = ModelFunction(model, loaded.positive_index, spec.output,
-                                      batch_size=spec.batch_size, device=loaded.device)
+                                      batch_size=loaded.rows_per_call(spec.batch_size), device=loaded.device)
         self.mask_id, self.mask_token = mask_token_id(loaded.tokenizer)
         self.sep_token = getattr(loaded.tokenizer, "sep_token", None)
-        base = explain_settings(spec, max_length)
+        base = explain_settings(spec, max_length, truncation)
         self.settings_hash = settings_hash(base)
         self.settings = base | {
             "mask_token": self.mask_token, "mask_token_id": self.mask_id, "batch_size": spec.batch_size,
+            "rows_per_call": loaded.rows_per_call(spec.batch_size),
             "effective_max_length": self.max_length, "runtime_dtype": self.dtype,
             "max_evals_rule": ("fixed" if spec.mode == "fast"
                                else "2*M: fixed_context=1 expands all M-1 clusters (2 evals each) + 2"),
@@ -567,7 +581,7 @@ class Explainer:
         }
 
     def explain_text(self, text: str) -> TextExplanation:
-        prepared = prepare_text(self.loaded.tokenizer, text, self.max_length)
+        prepared = prepare_text(self.loaded.tokenizer, text, self.max_length, self.truncation)
         return explain_prepared(prepared, self.model_fn, mask_id=self.mask_id, mode=self.spec.mode,
                                 max_evals=self.spec.max_evals, seed=self.spec.seed,
                                 batch_size=self.spec.batch_size, sep_token=self.sep_token)
@@ -580,7 +594,7 @@ class Explainer:
 
 
 def explain_sample(store: Any, loaded: LoadedModel, review_ids: list[str], spec: ExplainSpec, *,
-                   max_length: int, on_progress: ProgressCallback = no_progress,
+                   max_length: int, truncation: str = "head", on_progress: ProgressCallback = no_progress,
                    cancel: CancelToken = NEVER) -> ExplainSummary:
     """Explain every review of ``review_ids`` not yet stored for (model, settings).
 
@@ -589,7 +603,7 @@ def explain_sample(store: Any, loaded: LoadedModel, review_ids: list[str], spec:
     is checked between reviews.
     """
     t0 = time.perf_counter()
-    ex = Explainer(loaded, spec, max_length=max_length)
+    ex = Explainer(loaded, spec, max_length=max_length, truncation=truncation)
     done_ids = store.explained_ids(loaded.id, ex.settings_hash)
     todo = [r for r in dict.fromkeys(review_ids) if r not in done_ids]
     skipped = len(set(review_ids)) - len(todo)
@@ -614,7 +628,7 @@ def explain_sample(store: Any, loaded: LoadedModel, review_ids: list[str], spec:
 
 
 def explain_review(store: Any, loaded: LoadedModel, review_id: str, spec: ExplainSpec, *,
-                   max_length: int, on_progress: ProgressCallback = no_progress,
+                   max_length: int, truncation: str = "head", on_progress: ProgressCallback = no_progress,
                    cancel: CancelToken = NEVER, force: bool = True) -> dict[str, Any]:
     """Explain one stored review (replacing a stored explanation of the same settings unless
     ``force`` is False) and return the stored explanation with its tokens."""
@@ -623,7 +637,7 @@ def explain_review(store: Any, loaded: LoadedModel, review_id: str, spec: Explai
         raise BadInput(f"no review {review_id!r} in this workspace",
                        "use an id the browser or `shapdiff run` shows (they look like imdb:test/pos/200_8)")
     cancel.check()
-    ex = Explainer(loaded, spec, max_length=max_length)
+    ex = Explainer(loaded, spec, max_length=max_length, truncation=truncation)
     if force or review_id not in store.explained_ids(loaded.id, ex.settings_hash):
         on_progress(Progress("explain", f"{loaded.name}: explaining {review_id}", 0, 1, task=loaded.name))
         ex.explain_and_store(store, review)
@@ -676,7 +690,7 @@ def cmd_explain(args: Any) -> int:
         store.upsert_model(loaded.store_row())
         max_length = preset.explain.max_length or preset.predict.max_length
         e = explain_review(store, loaded, args.review, preset.explain, max_length=max_length,
-                           on_progress=report, force=args.force)
+                           truncation=preset.predict.truncation, on_progress=report, force=args.force)
     words = words_of(e["tokens"], review["text"])
     if args.json:
         print_json({k: v for k, v in e.items() if k != "tokens"} | {

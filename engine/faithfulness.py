@@ -36,6 +36,7 @@ from engine.progress import NEVER, CancelToken, Progress, ProgressCallback, no_p
 from engine.provenance import settings_hash as _hash
 from engine.provenance import versions
 from engine.store import Store, now
+from engine.truncation import kept_positions, pad_batch
 
 if TYPE_CHECKING:  # pragma: no cover
     from engine.compare import MetricSummary
@@ -118,25 +119,18 @@ def erasure_scores(predict_proba: PredictProba, ids: Sequence[int], special: Seq
 def model_proba(loaded: "LoadedModel", batch_size: int = 32) -> PredictProba:
     """A PredictProba calling a loaded classifier (right padding, attention mask)."""
 
+    batch_size = loaded.rows_per_call(batch_size)
+
     def proba(seqs: Sequence[Sequence[int]]) -> list[float]:
         import torch
 
-        pad = loaded.tokenizer.pad_token_id
-        pad = 0 if pad is None else int(pad)
         out: list[float] = []
         order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
         res = [0.0] * len(seqs)
         with torch.inference_mode():
             for b in range(0, len(order), batch_size):
                 idx = order[b:b + batch_size]
-                width = max(1, max(len(seqs[i]) for i in idx))
-                ids = torch.full((len(idx), width), pad, dtype=torch.long)
-                mask = torch.zeros((len(idx), width), dtype=torch.long)
-                for r, i in enumerate(idx):
-                    s = list(seqs[i])
-                    if s:
-                        ids[r, :len(s)] = torch.tensor(s, dtype=torch.long)
-                        mask[r, :len(s)] = 1
+                ids, mask = pad_batch([seqs[i] for i in idx], loaded.tokenizer.pad_token_id)
                 logits = loaded.model(input_ids=ids.to(loaded.device),
                                       attention_mask=mask.to(loaded.device)).logits.float()
                 p = torch.softmax(logits, dim=-1)[:, loaded.positive_index].tolist()
@@ -148,11 +142,12 @@ def model_proba(loaded: "LoadedModel", batch_size: int = 32) -> PredictProba:
     return proba
 
 
-def explanation_inputs(tokenizer: Any, text: str, tokens: Sequence[dict[str, Any]]) -> tuple[list[int], list[bool], list[float], int]:
+def explanation_inputs(tokenizer: Any, text: str, tokens: Sequence[dict[str, Any]],
+                       truncation: str = "head") -> tuple[list[int], list[bool], list[float], int]:
     """Re-tokenize ``text`` as the explainer saw it and align the stored values to the ids.
 
-    Truncates where the explanation was truncated (its non-special tokens plus the
-    tokenizer's specials). Tokens are matched by position when the
+    Truncates where and how the explanation was truncated (its non-special tokens plus the
+    tokenizer's specials, cut by ``truncation``: engine.truncation). Tokens are matched by position when the
     counts and character spans agree, otherwise by character span; returns (ids, special
     flags, values, unmatched) where unmatched counts non-special ids without a stored value
     (given 0).
@@ -162,11 +157,12 @@ def explanation_inputs(tokenizer: Any, text: str, tokens: Sequence[dict[str, Any
         n_special = int(tokenizer.num_special_tokens_to_add(pair=False))
     except (AttributeError, TypeError):  # pragma: no cover - every transformers tokenizer has it
         n_special = sum(1 for t in tokens if t["special"])
-    enc = tokenizer(text, truncation=True, max_length=max(2, n_words + n_special), return_offsets_mapping=True,
-                    return_special_tokens_mask=True)
-    ids = list(enc["input_ids"])
-    special = [bool(s) for s in enc["special_tokens_mask"]]
-    offsets = [tuple(o) for o in enc["offset_mapping"]]
+    enc = tokenizer(text, truncation=False, return_offsets_mapping=True, return_special_tokens_mask=True,
+                    verbose=False)
+    keep = kept_positions([bool(s) for s in enc["special_tokens_mask"]], max(2, n_words + n_special), truncation)
+    ids = [enc["input_ids"][i] for i in keep]
+    special = [bool(enc["special_tokens_mask"][i]) for i in keep]
+    offsets = [tuple(enc["offset_mapping"][i]) for i in keep]
     by_pos = sorted(tokens, key=lambda t: t["position"])
     if len(by_pos) == len(ids) and all(
             bool(t["special"]) == s and (s or (t["start"], t["end"]) == o) for t, s, o in zip(by_pos, special, offsets)):
@@ -227,7 +223,7 @@ def faithfulness_sample(store: Store, loaded: "LoadedModel", review_ids: Sequenc
     if removal == "mask" and mask_id is None:
         raise BadInput(f"{loaded.name}'s tokenizer has no mask token", "use removal='delete'")
     expl = {r["review_id"]: r for r in store.db.query(
-        "SELECT id, review_id FROM explanations WHERE model_id = ? AND settings_hash = ?",
+        "SELECT id, review_id, settings FROM explanations WHERE model_id = ? AND settings_hash = ?",
         [loaded.id, settings_hash])}
     done = {r[0] for r in store.conn.execute(
         "SELECT e.review_id FROM faithfulness f JOIN explanations e ON e.id = f.explanation_id"
@@ -254,7 +250,8 @@ def faithfulness_sample(store: Store, loaded: "LoadedModel", review_ids: Sequenc
         tokens = list(store.db.query(
             "SELECT position, token, start, end, value, special FROM attributions WHERE explanation_id = ?"
             " ORDER BY position", [row["id"]]))
-        ids, special, values, unmatched = explanation_inputs(loaded.tokenizer, texts[rid]["text"], tokens)
+        cut = json.loads(row["settings"] or "{}").get("truncation", "head")
+        ids, special, values, unmatched = explanation_inputs(loaded.tokenizer, texts[rid]["text"], tokens, cut)
         n_ns = sum(1 for s in special if not s)
         if n_ns == 0 or unmatched > n_ns / 2:
             summary.failed += 1

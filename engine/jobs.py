@@ -116,7 +116,7 @@ def explain_hash(preset: Preset, seed: int | None = None) -> str:
         from engine.explain import explain_settings
     except ImportError:  # explainer not built yet: a stable stand-in
         return settings_hash(spec.model_dump(mode="json") | {"max_length": max_length})
-    return settings_hash(explain_settings(spec, max_length))
+    return settings_hash(explain_settings(spec, max_length, preset.predict.truncation))
 
 
 def _stored_id(workspace: Workspace, spec: ModelSpec, data_path: Path | None) -> str | None:
@@ -157,7 +157,7 @@ def run_experiment(preset: Preset, workspace: Workspace, *, data_path: str | Pat
         entries = []
         max_length = preset.predict.max_length
         ex_len = preset.explain.max_length or max_length
-        p_hash = settings_hash(predict_settings(max_length, preset.predict.dtype))
+        p_hash = settings_hash(predict_settings(max_length, preset.predict.dtype, preset.predict.truncation))
         for spec in preset.models:
             cancel.check()
             ms = ModelSummary(spec.name)
@@ -188,7 +188,7 @@ def run_experiment(preset: Preset, workspace: Workspace, *, data_path: str | Pat
             entries.append({"name": spec.name, "model_id": loaded.id, "role": spec.role})
             store.set_experiment_models(preset.name, entries)
             ps = predict_missing(store, loaded, metric_ids, max_length=max_length,
-                                 batch_size=preset.predict.batch_size, on_progress=on_progress, cancel=cancel)
+                                 truncation=preset.predict.truncation, batch_size=preset.predict.batch_size, on_progress=on_progress, cancel=cancel)
             ms.predicted, ms.prediction_reused = ps.computed, ps.skipped
             if explain and explain_ids:
                 _explain(store, workspace, spec, preset, loaded, explain_ids, ex_len, ms, dpath, on_progress, cancel)
@@ -216,7 +216,7 @@ def _explain(store: Store, workspace: Workspace, spec: ModelSpec, preset: Preset
         specs.append(preset.explain.noise_spec())
     for es in specs:
         res = explain_sample(store, loaded, explain_ids, es, max_length=max_length,
-                             on_progress=on_progress, cancel=cancel)
+                             truncation=preset.predict.truncation, on_progress=on_progress, cancel=cancel)
         ms.explained += res.computed
         ms.explanation_reused += res.skipped
     # Faithfulness (ERASER comprehensiveness / sufficiency) of the main explanations.

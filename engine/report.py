@@ -101,7 +101,12 @@ def coloured_text(text: str, tokens: Sequence[dict[str, Any]], scale: float) -> 
         if end <= start:
             continue
         if start > cursor:
-            parts.append(esc(text[cursor:start]))
+            gap = text[cursor:start]
+            if cursor and gap.strip():  # the middle that head+tail truncation cut out
+                parts.append('<span class="unexplained" title="not seen by the model (truncated)">'
+                             f"{esc(gap)}</span>")
+            else:
+                parts.append(esc(gap))
         parts.append(_span(text[start:end], t, scale))
         cursor = end
     if cursor < len(text):

