@@ -132,7 +132,7 @@ def apply_variant(loaded: LoadedModel, variant: str) -> LoadedModel:
             notes[f"prune:{arg:g}"] = magnitude_prune_(model, float(arg))
         else:
             model = quantize_int8(model)
-            notes["int8"] = {"weights": f"qint8 {INT8_QSCHEME}", "activations": "dynamic per batch",
+            notes["int8"] = {"weights": f"qint8 {INT8_QSCHEME}", "activations": "dynamic, one scale per input (run one row at a time)",
                              "modules": "every nn.Linear"}
             dtype = "fp32"  # activations stay fp32 around the int8 matmuls
     model.eval()

@@ -159,6 +159,18 @@ class LoadedModel:
         return model_id(self.content_hash, self.variant)
 
     @property
+    def batch_invariant(self) -> bool:
+        """Is a row's output independent of the other rows in its batch? Dynamic int8
+        quantization scales activations by the whole batch's range, so an int8 model's
+        logits for one input would depend on what it was batched with (an explanation's
+        f(x) would not add up); such models run one row at a time."""
+        return "int8" not in (self.variant or "").split("+")
+
+    def rows_per_call(self, wanted: int) -> int:
+        """``wanted`` rows per forward call, or 1 for a model that is not batch-invariant."""
+        return max(1, int(wanted)) if self.batch_invariant else 1
+
+    @property
     def n_params(self) -> int:
         return sum(p.numel() for p in self.model.parameters())
 

@@ -80,3 +80,22 @@ def test_bad_variants(loaded, bad):
 def test_parse_variant():
     assert parse_variant("prune:0.3+int8") == [("prune", 0.3), ("int8", None)]
     assert parse_variant("") == []
+
+
+def test_int8_results_do_not_depend_on_batch_company(loaded):
+    """Dynamic int8 scales activations by the whole batch: the engine runs such a model one
+    row at a time, so a review's prediction and an explanation's f(x) are functions of that
+    review alone, and the explanation adds up."""
+    from engine.config import ExplainSpec
+    from engine.explain import Explainer
+    from engine.predict import predict_texts
+
+    q = apply_variant(loaded, "int8")
+    assert not q.batch_invariant and q.rows_per_call(64) == 1 and loaded.rows_per_call(64) == 64
+    loud = "AMAZING!!! " * 20 + "the best, the best, the best"
+    alone = predict_texts(q, [TEXTS[0]], max_length=64)[0]
+    crowd = predict_texts(q, [TEXTS[0], loud, TEXTS[1]], max_length=64, batch_size=8)[0]
+    assert alone.logit_pos == crowd.logit_pos
+    exp = Explainer(q, ExplainSpec(max_evals=80), max_length=64).explain_text(TEXTS[1])
+    assert exp.additivity_error < 1e-4
+    assert exp.fx == pytest.approx(predict_texts(q, [TEXTS[1]], max_length=64)[0].logit_pos, abs=1e-5)
