@@ -86,6 +86,20 @@ async def test_factory_and_first_paint(ws):
         assert "teacher vs student" in widget_text(app, "#topbar")
 
 
+@sync
+async def test_a_workspace_with_one_model_names_no_pair(ws):
+    """While `shapdiff run` has stored only the reference, there is no pair to compare."""
+    from engine.store import open_store
+
+    with open_store(ws / "shapdiff.db") as store:
+        first = store.experiment_models("demo")[0]
+        store.set_experiment_models("demo", [{"name": first["name"], "model_id": first["id"], "role": first["role"]}])
+    async with create_app(ws).run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        top = widget_text(pilot.app, "#topbar")
+        assert "teacher (the only model so far: no pair yet)" in top and " vs " not in top
+
+
 def test_every_binding_has_id_tooltip_and_description():
     for key, action, desc, tip, show, bid in KEYS:
         assert desc and tip and bid, key

@@ -252,9 +252,7 @@ class ShapdiffApp(App[int]):
         else:
             t.append(f"· {self.ctx.experiment} · ")
             if self.query_:
-                t.append(self.query_.ref, style="bold")
-                t.append(" vs ")
-                t.append(self.query_.other, style="bold")
+                t.append(render.pair_label(self.query_.ref, self.query_.other), style="bold")
             t.append(f" · {len(self.ids)}/{self.ctx.n_reviews} reviews · {self.level} level")
         self.query_one("#topbar", Static).update(t)
         if self.query_:
@@ -368,7 +366,7 @@ class ShapdiffApp(App[int]):
         self.report = report
         box = self.query_one("#pair-report", Static)
         if report is None:
-            t = Text(f"{q.ref} vs {q.other}\n", style="bold", end="")
+            t = Text(f"{render.pair_label(q.ref, q.other)}\n", style="bold", end="")
             t.append(f"comparison not computed yet: {note}", style="italic")
             box.update(t)
         else:
@@ -377,7 +375,7 @@ class ShapdiffApp(App[int]):
             box.update(Text(format_report(report), end=""))
         grid = self.query_one(PlotGrid)
         grid.query_one("#plots-caption", Static).update(Text(
-            f"{q.ref} vs {q.other} · {self.level} level · "
+            f"{render.pair_label(q.ref, q.other)} · {self.level} level · "
             + (f"{report.n_reviews} reviews explained by both" if report else f"not computed yet: {note}"),
             style="dim"))
         grid.set_specs(specs, "not computed yet" if report is None else "no data")

@@ -277,10 +277,15 @@ def _get(obj, *names, default=None):
     return default
 
 
+def pair_label(ref: str, other: str) -> str:
+    """``"A vs B"``; a workspace with one model so far has no pair to name."""
+    return f"{ref} vs {other}" if ref != other else f"{ref} (the only model so far: no pair yet)"
+
+
 def pair_report_text(report, ref: str, other: str) -> Text:
     """Human lines for an engine.compare PairReport (read defensively: fields by name)."""
     t = Text(end="")
-    t.append(f"{ref} vs {other}\n", style="bold")
+    t.append(f"{pair_label(ref, other)}\n", style="bold")
     if report is None:
         t.append("comparison not computed yet (needs explanations of both models)", style="italic")
         return t
