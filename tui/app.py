@@ -251,7 +251,11 @@ class ShapdiffApp(App[int]):
             t.append(f"· {self.workspace.root.name} · no results yet")
         else:
             t.append(f"· {self.ctx.experiment} · ")
-            if self.query_:
+            if self.query_ and self.query_.ref != self.query_.other:
+                t.append(self.query_.ref, style="bold")
+                t.append(" vs ")
+                t.append(self.query_.other, style="bold")
+            elif self.query_:
                 t.append(render.pair_label(self.query_.ref, self.query_.other), style="bold")
             t.append(f" · {len(self.ids)}/{self.ctx.n_reviews} reviews · {self.level} level")
         self.query_one("#topbar", Static).update(t)
