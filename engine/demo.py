@@ -43,7 +43,7 @@ def _text(rng: np.random.Generator, label: int, i: int) -> str:
         words.append(lean[rng.integers(len(lean))] if u < 0.15 else
                      (_POS + _NEG)[rng.integers(16)] if u < 0.2 else _NEUTRAL[rng.integers(len(_NEUTRAL))])
     if i % 7 == 3:
-        words.insert(int(rng.integers(len(words))), _EXTRAS[i % len(_EXTRAS)])
+        words.insert(int(rng.integers(len(words))), _EXTRAS[(i // 7) % len(_EXTRAS)])
     text = " ".join(words).capitalize() + "."
     if i % 5 == 1:
         text = text.replace(" and ", ".\nAnd ", 1)
