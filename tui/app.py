@@ -589,9 +589,15 @@ class ShapdiffApp(App[int]):
 
     @work(thread=True, exclusive=True, group="job", exit_on_error=False)
     def _job_worker(self, name: str, fn, args: tuple, kwargs: dict, cancel: CancelToken) -> Any:
+        last = [0.0]
+
         def report(p: Progress) -> None:
             cancel.check()
-            self.post_message(JobProgress(p))
+            now = time.monotonic()
+            # at most ~10 messages a second: a flood of them delays keys (Esc) on the UI side
+            if now - last[0] >= 0.1 or p.total is None or (p.total and p.done >= p.total) or not p.done:
+                last[0] = now
+                self.post_message(JobProgress(p))
         return fn(*args, on_progress=report, cancel=cancel, **kwargs)
 
     def on_job_progress(self, message: JobProgress) -> None:
