@@ -529,9 +529,14 @@ def _build_lock(workspace: Workspace, name: str) -> Iterator[None]:
 
 @contextlib.contextmanager
 def _staging(final: Path) -> Iterator[Path]:
-    """A temporary sibling folder renamed onto ``final`` only when the block succeeds."""
+    """A temporary sibling folder renamed onto ``final`` only when the block succeeds.
+
+    Called under the model's build lock, so any other staging folder of the same model was
+    left by a builder that was killed: it is removed.
+    """
+    for stale in final.parent.glob(f".{final.name}.tmp-*"):
+        shutil.rmtree(stale, ignore_errors=True)
     tmp = final.parent / f".{final.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
         yield tmp

@@ -308,13 +308,16 @@ def test_cli_zoo_list_empty_and_usage(tmp_path, capsys):
 
 def test_a_cardless_folder_in_the_way_is_replaced(tmp_path, tiny_data, recipes, tiny_base):
     """A folder at the final path without card.json (a killed copy) is never returned as built:
-    the build replaces it."""
+    the build replaces it, and removes staging folders that killed builders left."""
     import shutil
 
     ws = Workspace(tmp_path)
     final = zoo.model_dir(ws, recipes[0])
     shutil.copytree(tiny_base, final)
+    stale = final.parent / f".{final.name}.tmp-999999"   # a builder killed mid-way left this
+    shutil.copytree(tiny_base, stale)
     assert zoo.built_folder(ws, recipes[0]) is None
     folder = zoo.ensure_model(ws, recipes[0], data_path=tiny_data)
     assert folder == final and (folder / "card.json").is_file()
     assert zoo.built_folder(ws, recipes[0]) == final
+    assert not stale.exists()
