@@ -321,3 +321,15 @@ def test_a_cardless_folder_in_the_way_is_replaced(tmp_path, tiny_data, recipes, 
     assert folder == final and (folder / "card.json").is_file()
     assert zoo.built_folder(ws, recipes[0]) == final
     assert not stale.exists()
+
+
+def test_zoo_measures_accuracy_on_what_the_offline_preset_predicts():
+    """The card's held-out accuracy is the offline preset's Table 1 accuracy only if the zoo
+    evaluates the same reviews cut the same way."""
+    from engine.config import load_preset
+
+    preset = load_preset("offline")
+    for name in zoo.RECIPES:
+        r = zoo.default_recipe(name)
+        assert (r.eval_n, r.eval_seed) == (preset.sample.metrics_n, preset.sample.seed)
+        assert (r.eval_max_length, r.eval_truncation) == (preset.predict.max_length, preset.predict.truncation)
