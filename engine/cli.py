@@ -232,6 +232,10 @@ _EXTRA_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = []
 
 
 def main(argv: list[str] | None = None) -> int:
+    if argv is None:  # the real command line: once, before anything heavy is imported
+        from engine.allocator import reexec_with_tcmalloc
+
+        reexec_with_tcmalloc()
     parser = build_parser()
     args = parser.parse_args(argv)
     func = getattr(args, "func", None) or cmd_tui
