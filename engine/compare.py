@@ -1125,7 +1125,7 @@ def format_report(rep: PairReport, metrics: Sequence[str] = ("spearman", "kendal
             tops = rep.top_features.get(name, [])[:8]
             L.append(f"  {name}: " + ", ".join(f"{t.feature} {_fmt(t.mean_abs, 2)}" for t in tops))
         if rep.differences:
-            L.append(f"  largest differences ({rep.other} - {rep.ref}): " + ", ".join(
+            L.append(f"  largest differences of mean signed SHAP ({rep.other} - {rep.ref}): " + ", ".join(
                 f"{d.feature} {_fmt(d.diff, 2, True)}" for d in rep.differences[:8]))
     if rep.notes:
         L.append("")
