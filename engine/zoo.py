@@ -47,6 +47,8 @@ LABELS = ("NEGATIVE", "POSITIVE")
 #: build_all's transforms of the teacher: zoo name -> variant spec (engine.compress)
 VARIANTS = {"teacher-int8": "int8", "teacher-pruned30": "prune:0.3", "teacher-pruned50": "prune:0.5"}
 DTYPES = ("fp32", "bf16")
+#: recipe fields added after models were built: they count in the hash only when set
+OPTIONAL_FIELDS = ("attention_dropout",)
 CARD = "card.json"
 
 
@@ -88,6 +90,10 @@ class Recipe:
     alpha: float = 0.5          # student: weight of the soft (teacher) loss; 1 - alpha on labels
     freeze_embeddings: bool = False  # the embeddings stay as they are (cheaper steps)
     freeze_layers: int = 0      # >0: the embeddings and the first k encoder layers stay as they are
+    # Dropout on attention probabilities while training (None: the pretrained config's, 0.1).
+    # It costs ~30% of a training step on this CPU (1.6 vs 1.13 s at 16 x 192), but 0.0 cost
+    # accuracy: teacher 0.867 instead of 0.876, student 0.840 instead of 0.855.
+    attention_dropout: float | None = None
     train_dtype: str = "bf16"
     seed: int = 0
     eval_n: int = 1001
@@ -137,6 +143,8 @@ def validate(r: Recipe) -> None:
     _check(1 <= r.epochs <= 100, f"epochs = {r.epochs}", "use 1..100 epochs")
     _check(1 <= r.batch_size <= 1024, f"batch_size = {r.batch_size}", "use 1..1024")
     _check(0 < r.lr < 1, f"lr = {r.lr}", "use a learning rate in (0, 1), e.g. 1e-4")
+    _check(r.attention_dropout is None or 0 <= r.attention_dropout < 1, f"attention_dropout = {r.attention_dropout}",
+           "use a probability in [0, 1), or leave it out for the pretrained config's")
     _check(0 <= r.weight_decay < 1, f"weight_decay = {r.weight_decay}", "use 0 <= weight_decay < 1")
     _check(0 <= r.warmup < 1, f"warmup = {r.warmup}", "use a warmup fraction in [0, 1)")
     _check(r.temperature > 0, f"temperature = {r.temperature}", "use a temperature > 0 (e.g. 2)")
@@ -205,6 +213,9 @@ def recipe_hash(recipe: str | Recipe) -> str:
     teacher's hash; the eval settings are included because the card records them."""
     r = as_recipe(recipe)
     d = r.to_dict()
+    for key in OPTIONAL_FIELDS:  # left out while unset, so adding one keeps built models' hashes
+        if d.get(key) is None:
+            d.pop(key, None)
     d["base"] = _base_identity(base_folder(r)) if r.name == "teacher" else None
     d["teacher"] = recipe_hash(r.teacher) if r.teacher else None  # type: ignore[arg-type]
     d["format"] = 1
@@ -289,13 +300,16 @@ def _label_kwargs() -> dict[str, Any]:
     return {"num_labels": 2, "id2label": dict(enumerate(LABELS)), "label2id": {l: i for i, l in enumerate(LABELS)}}
 
 
-def load_for_training(folder: Path, *, new_head: bool) -> tuple[Any, Any]:
-    """(model, tokenizer) from a folder in fp32; ``new_head`` attaches a fresh 2-way head."""
+def load_for_training(folder: Path, *, new_head: bool, attention_dropout: float | None = None) -> tuple[Any, Any]:
+    """(model, tokenizer) from a folder in fp32; ``new_head`` attaches a fresh 2-way head;
+    ``attention_dropout`` overrides the config's attention-probability dropout."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     with _quiet_transformers():
         tok = AutoTokenizer.from_pretrained(folder)
         kwargs = _label_kwargs() if new_head else {}
+        if attention_dropout is not None:
+            kwargs["attention_probs_dropout_prob"] = float(attention_dropout)
         model = AutoModelForSequenceClassification.from_pretrained(folder, dtype="float32", **kwargs)
     return model, tok
 
@@ -623,7 +637,7 @@ def _build_teacher(r: Recipe, out: Path, data_path: Path | None, on_progress: Pr
     data = imdb_sample(data_path, "train", r.n_train, r.data_seed)
     test = imdb_sample(data_path, "test", r.eval_n, r.eval_seed)
     torch.manual_seed(r.seed)
-    model, tok = load_for_training(base, new_head=True)
+    model, tok = load_for_training(base, new_head=True, attention_dropout=r.attention_dropout)
     seqs = encode(tok, data.texts, r.max_length, r.truncation)
     labels = torch.tensor(data.labels)
     train = _Trainer(model, r, "teacher", on_progress, cancel).run(
@@ -655,7 +669,7 @@ def _build_student(r: Recipe, teacher_folder: Path, out: Path, data_path: Path |
     on_progress(Progress("zoo", "student: loading reviews and the teacher", 0, None, "student"))
     data = imdb_sample(data_path, "train", r.n_train, r.data_seed)
     test = imdb_sample(data_path, "test", r.eval_n, r.eval_seed)
-    teacher, tok = load_for_training(teacher_folder, new_head=False)
+    teacher, tok = load_for_training(teacher_folder, new_head=False, attention_dropout=r.attention_dropout)
     seqs = encode(tok, data.texts, r.max_length, r.truncation)
     bf16 = r.train_dtype == "bf16"
     on_progress(Progress("zoo", f"student: teacher logits on {len(seqs)} reviews", 0, None, "student"))

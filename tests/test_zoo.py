@@ -70,7 +70,7 @@ def tiny_base(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def recipes(tiny_base):
     small = dict(n_train=32, max_length=32, epochs=2, batch_size=8, lr=1e-2, warmup=0.0, train_dtype="fp32",
-                 eval_n=24, eval_max_length=64, eval_dtype="fp32")
+                 eval_n=24, eval_max_length=64, eval_dtype="fp32", attention_dropout=0.0)
     teacher = zoo.Recipe(base=str(tiny_base), **small)
     student = zoo.Recipe(name="student", teacher=teacher, layers=(0, 2), alpha=1.0, **small)
     return teacher, student
@@ -110,6 +110,7 @@ def test_unknown_recipe_name():
     ({"max_length": 4}, "max_length"), ({"lr": -1.0}, "lr"), ({"epochs": 0}, "epochs"),
     ({"n_train": 1}, "n_train"), ({"alpha": 1.5}, "alpha"), ({"temperature": 0.0}, "temperature"),
     ({"truncation": "middle"}, "truncation"), ({"eval_dtype": "fp8"}, "eval_dtype"),
+    ({"attention_dropout": 1.0}, "attention_dropout"),
 ])
 def test_parameter_out_of_range(tmp_path, recipes, change, field):
     bad = dataclasses.replace(recipes[0], **change)
@@ -214,6 +215,9 @@ def test_teacher_folder_loads_and_card_records_the_recipe(built, recipes):
     assert card["base"]["content_hash"]
     lm = load_classifier(str(folder), device="cpu")
     assert lm.label_names == ["NEGATIVE", "POSITIVE"] and lm.positive_index == 1
+    # trained without attention dropout, as the recipe asked (the base config has 0.1)
+    config = json.loads((folder / "config.json").read_text())
+    assert config["attention_probs_dropout_prob"] == 0.0 == recipes[0].attention_dropout
 
 
 def test_student_card_and_distillation_lowers_the_kl(built, recipes):
@@ -256,6 +260,8 @@ def test_second_build_hits_the_cache(built, tiny_data, recipes, monkeypatch):
 def test_changed_recipe_gets_a_new_folder(recipes):
     a = zoo.recipe_hash(recipes[0])
     assert zoo.recipe_hash(dataclasses.replace(recipes[0], seed=1)) != a
+    hashes = {zoo.recipe_hash(dataclasses.replace(recipes[0], attention_dropout=p)) for p in (None, 0.0, 0.05)}
+    assert len(hashes) == 3 and a in hashes
     assert zoo.recipe_hash(dataclasses.replace(recipes[1], teacher=dataclasses.replace(recipes[0], lr=1e-3))) \
         != zoo.recipe_hash(recipes[1])
 
