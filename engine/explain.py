@@ -121,6 +121,7 @@ class PreparedText:
     truncated: bool
     tokens_total: int               # tokens (specials included) before truncation
     segments: list[str] = field(default_factory=list)  # shap's token segments (for clustering)
+    truncation: str = "head"        # how a longer text was cut (engine.truncation)
 
     @property
     def feature_index(self) -> np.ndarray:
@@ -153,7 +154,7 @@ def prepare_text(tokenizer: Any, text: str, max_length: int, truncation: str = "
     if offsets:
         segs.append(text[offsets[-1][0]:offsets[-1][1]])
     return PreparedText(text=text, ids=ids, offsets=offsets, tokens=list(tokens), special=special,
-                        truncated=total > len(ids), tokens_total=total, segments=segs)
+                        truncated=total > len(ids), tokens_total=total, segments=segs, truncation=truncation)
 
 
 def mask_token_id(tokenizer: Any) -> tuple[int, str]:
@@ -530,7 +531,8 @@ def explanation_row(exp: TextExplanation, *, model_id: str, review_id: str, sett
         warnings.append(f"additivity error {err:.2g} exceeds tolerance {tol:.2g}")
     p = exp.prepared
     if p.truncated:
-        warnings.append(f"truncated: explained {len(p.ids)} of {p.tokens_total} tokens")
+        kept = "the first and last ones" if p.truncation == "head+tail" else "the first ones"
+        warnings.append(f"truncated: explained {len(p.ids)} of {p.tokens_total} tokens ({kept})")
     # an exhausted budget (flat blocks) is normal in fast mode: recorded in `complete` and
     # `budget_per_token`, not a warning
     return {

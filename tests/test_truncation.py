@@ -41,7 +41,7 @@ def test_head_matches_the_tokenizers_own_truncation(loaded):
 def test_head_tail_prediction_sees_the_ending_and_explanation_agrees(loaded):
     """A head+tail prediction sees the review's last tokens; the explanation of the same
     settings explains exactly that input (f(x) equals the predicted logit) and records it."""
-    from engine.explain import Explainer, prepare_text
+    from engine.explain import Explainer, explanation_row, prepare_text
     from engine.predict import predict_texts
 
     tok = loaded.tokenizer
@@ -57,6 +57,8 @@ def test_head_tail_prediction_sees_the_ending_and_explanation_agrees(loaded):
 
     exp = Explainer(loaded, ExplainSpec(max_evals=60), max_length=32, truncation="head+tail").explain_text(LONG)
     assert exp.fx == pytest.approx(both.logit_pos, abs=1e-4)
+    row = explanation_row(exp, model_id="m", review_id="r", settings={}, shash="h", output="logit", device="cpu")
+    assert row["truncated"] == 1 and "(the first and last ones)" in row["warning"]
 
 
 def test_settings_keys_unchanged_for_head(loaded):
